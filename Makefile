@@ -1,0 +1,40 @@
+# The two set-up commands of README.md: `make demo` and `make test`.
+# Both install what they need (Debian packages, then a virtualenv in .venv).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DEB_PACKAGES := busybox-static gcc libc6-dev make python3-venv iproute2
+STAMP := $(VENV)/.installed
+
+.PHONY: setup deps demo test lint bench clean
+
+setup: $(STAMP)
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml | deps
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/torpor demo
+
+test: setup
+	$(PY) -m ruff check torpor tests bench
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(PY) -m ruff check torpor tests bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

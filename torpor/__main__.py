@@ -1,0 +1,3 @@
+from torpor.cli.main import main
+
+raise SystemExit(main())
