@@ -1,0 +1,1 @@
+"""The on-disk checkpoint image: typed records, page files, integrity. Knows nothing of ptrace."""
