@@ -1,0 +1,246 @@
+"""Checkpoint: freeze, call each resource's dump step, write the image, then kill or release.
+
+Nothing is changed in the process until every check that can fail early has passed (image
+path usable, all fds of known kinds); whatever fails later leaves it as it was: registers and
+signal mask put back, scratch memory unmapped, detached.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from dataclasses import dataclass, field
+
+from torpor.engine import freeze
+from torpor.engine.inject import Injector, Scratch, find_syscall_insn
+from torpor.engine.linux import ptrace as pt
+from torpor.engine.linux import sys as lx
+from torpor.engine.linux.cpu import xcr0
+from torpor.engine.linux.procfs import read_auxv, read_comm, read_maps, read_stat, read_status
+from torpor.engine.resources import cpu, files, memory, signals, task
+from torpor.image.schema import (
+    SCHEMA_VERSION,
+    MappedFile,
+    MmFields,
+    PageRun,
+    Process,
+    Thread,
+    TreeImage,
+)
+from torpor.image.store import ImageWriter
+
+SEEK_DATA, SEEK_HOLE = 3, 4
+
+
+@dataclass
+class DumpContext:
+    writer: ImageWriter
+    pid: int = 0
+    mem_fd: int = -1
+    files: list = field(default_factory=list)
+    fd_owner: dict = field(default_factory=dict)
+    mapped_files: dict = field(default_factory=dict)
+    _buf: mmap.mmap | None = None
+
+    def __post_init__(self) -> None:
+        self.pages = self.writer.page_file("pages")
+
+    def buffer(self) -> tuple[mmap.mmap, int]:
+        if self._buf is None:
+            self._buf = mmap.mmap(-1, memory.CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        return self._buf, lx.addr(self._buf)
+
+    def close(self) -> None:
+        if self._buf is not None:
+            try:
+                self._buf.close()
+            except BufferError:
+                pass
+
+    def save_file_content(self, fd: int, size: int) -> list[PageRun]:
+        """Copy the data regions of a file (holes skipped) into the page file."""
+        runs: list[PageRun] = []
+        buf, _ = self.buffer()
+        view = memoryview(buf)
+        pos = 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, SEEK_DATA)
+                end = os.lseek(fd, start, SEEK_HOLE)
+            except OSError:  # ENXIO: no data after pos
+                break
+            end = min(end, size)
+            while start < end:
+                n = os.preadv(fd, [view[: min(len(view), end - start)]], start)
+                if n <= 0:
+                    break
+                off = self.pages.write(view[:n])
+                runs.append(PageRun(start, n, off))  # (file offset, byte length, page offset)
+                start += n
+            pos = end
+        return runs
+
+    def save_object(self, fd: int, path: str, kind: str, deleted: bool) -> MappedFile:
+        st = os.fstat(fd)
+        key = ("obj", st.st_dev, st.st_ino)
+        if key in self.mapped_files:
+            return self.mapped_files[key]
+        mf = MappedFile(id=len(self.mapped_files), path=path, dev=st.st_dev, inode=st.st_ino,
+                        size=st.st_size, deleted=deleted, kind=kind)
+        if kind == "memfd":
+            mf.memfd_name = path.removeprefix("/memfd:")
+            try:
+                import fcntl
+
+                mf.seals = fcntl.fcntl(fd, 1034)  # F_GET_SEALS
+            except OSError:
+                mf.seals = 0
+        mf.content = self.save_file_content(fd, st.st_size)
+        self.mapped_files[key] = mf
+        return mf
+
+    def file_object(self, path: str, dev: tuple[int, int], inode: int) -> MappedFile:
+        key = ("path", path, dev, inode)
+        if key not in self.mapped_files:
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                size = 0
+            self.mapped_files[key] = MappedFile(id=len(self.mapped_files), path=path,
+                                                dev=os.makedev(*dev), inode=inode, size=size)
+        return self.mapped_files[key]
+
+    def save_ghost(self, fd: int, st: os.stat_result, path: str) -> int:
+        return self.save_object(fd, path, "file", True).id
+
+
+def _mm_fields(pid: int, brk: int) -> MmFields:
+    f = read_stat(pid)
+    exe = os.readlink(f"/proc/{pid}/exe")
+    return MmFields(
+        start_code=int(f[26]), end_code=int(f[27]), start_stack=int(f[28]),
+        start_data=int(f[45]), end_data=int(f[46]), start_brk=int(f[47]), brk=brk,
+        arg_start=int(f[48]), arg_end=int(f[49]), env_start=int(f[50]), env_end=int(f[51]),
+        auxv=read_auxv(pid), exe=exe,
+    )
+
+
+def dump_process(ctx: DumpContext, pid: int, tids: list[int],
+                 fdlist: list[tuple[int, str, os.stat_result]]) -> Process:
+    ctx.pid = pid
+    ctx.mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        maps = read_maps(pid)  # before the scratch area exists
+        stat = read_stat(pid)
+        status = read_status(pid)
+        threads: list[Thread] = []
+        for tid in tids:
+            regs = pt.get_regs(tid)
+            raw_regs, xstate = cpu.dump(tid, regs)
+            rseq = pt.get_rseq(tid)
+            robust, robust_len = pt.get_robust_list(tid)
+            tstat = read_stat(pid, tid)
+            threads.append(Thread(
+                tid=tid, regs=raw_regs, xstate=xstate, sigmask=pt.get_sigmask(tid),
+                name=read_comm(pid, tid), pending=signals.dump_pending(tid, shared=False),
+                rseq_ptr=rseq.rseq_abi_pointer, rseq_len=rseq.rseq_abi_size,
+                rseq_sig=rseq.signature, robust_list=robust, robust_len=robust_len,
+                state=tstat[3], in_syscall=regs.orig_rax if regs.orig_rax < (1 << 63) else -1,
+            ))
+        shared_pending = signals.dump_pending(pid, shared=True)
+        syscall_ip = find_syscall_insn(pid, ctx.mem_fd)
+        injectors = [Injector(pid, tid, ctx.mem_fd, syscall_ip) for tid in tids]
+        leader = injectors[0]
+        scratch = None
+        try:
+            scratch = Scratch(leader)
+            s = scratch.addr
+            sigactions = signals.dump_sigactions(leader, s)
+            itimers = task.dump_itimers(leader, s)
+            pdeath = task.prctl_get_into(leader, s, lx.PR_GET_PDEATHSIG)
+            subreaper = bool(task.prctl_get_into(leader, s, lx.PR_GET_CHILD_SUBREAPER))
+            dumpable = leader.call("prctl", lx.PR_GET_DUMPABLE, 0, 0, 0, 0)
+            thp = bool(leader.call("prctl", lx.PR_GET_THP_DISABLE, 0, 0, 0, 0))
+            securebits = leader.call("prctl", lx.PR_GET_SECUREBITS, 0, 0, 0, 0)
+            brk = leader.call("brk", 0)
+            for inj, th in zip(injectors, threads, strict=True):
+                th.altstack_sp, th.altstack_flags, th.altstack_size = signals.dump_altstack(inj, s)
+                th.clear_child_tid = task.prctl_get_into(inj, s, lx.PR_GET_TID_ADDRESS)
+        finally:
+            if scratch is not None:
+                scratch.unmap()
+            for inj in injectors:
+                inj.finish()
+        creds = task.dump_creds(pid)
+        creds.securebits = securebits
+        vmas = memory.dump(ctx, maps)
+        fds = files.dump(ctx, pid, fdlist)
+        cwd, root = task.read_cwd_root(pid)
+        mm = _mm_fields(pid, brk)
+        return Process(
+            pid=pid, ppid=int(stat[4]), pgid=int(stat[5]), sid=int(stat[6]), comm=stat[2],
+            threads=threads, vmas=vmas, mm=mm, fds=fds, sigactions=sigactions,
+            shared_pending=shared_pending, creds=creds, rlimits=task.dump_rlimits(pid),
+            cwd=cwd, root=root, umask=int(status.get("Umask", "0022"), 8),
+            personality=task.read_personality(pid), pdeath_sig=pdeath, dumpable=dumpable,
+            child_subreaper=subreaper, itimers=itimers, thp_disabled=thp,
+            exit_signal=int(stat[38]),
+        )
+    finally:
+        os.close(ctx.mem_fd)
+
+
+@dataclass
+class CheckpointResult:
+    pid: int
+    image_path: str
+    processes: int
+    threads: int
+    pages_bytes: int
+    frozen_seconds: float
+    total_seconds: float
+
+
+def checkpoint(pid: int, image_path: str, leave_running: bool = False,
+               meta: dict | None = None) -> CheckpointResult:
+    """Checkpoint process `pid` (and its threads) into a new image at image_path."""
+    t0 = time.monotonic()
+    if pid == os.getpid():
+        raise freeze.FreezeError("torpor cannot checkpoint itself")
+    writer = ImageWriter(image_path)  # refuses a used path before the process is touched
+    tids: list[int] = []
+    ctx = None
+    try:
+        tids = freeze.seize_process(pid)
+        t_frozen = time.monotonic()
+        fdlist = files.scan(pid)  # fails on unknown kinds before anything is changed
+        ctx = DumpContext(writer)
+        proc = dump_process(ctx, pid, tids, fdlist)
+        xstate = proc.threads[0].xstate
+        tree = TreeImage(
+            schema_version=SCHEMA_VERSION, root_pid=pid, processes=[proc], files=ctx.files,
+            mapped_files=sorted(ctx.mapped_files.values(), key=lambda m: m.id),
+            xfeatures=pt.xstate_features(xstate) or xcr0(), xstate_size=len(xstate),
+        )
+        writer.put_record("tree", tree)
+        writer.commit({
+            "kind": "process-tree", "root_pid": pid, "xfeatures": tree.xfeatures,
+            **(meta or {}),
+        })
+    except BaseException:
+        try:
+            writer.abort()
+        finally:
+            freeze.release(tids)
+            if ctx:
+                ctx.close()
+        raise
+    ctx.close()
+    pages_bytes = ctx.pages.size if hasattr(ctx.pages, "size") else 0
+    if leave_running:
+        freeze.release(tids)
+    else:
+        freeze.kill(pid, tids)
+    t_end = time.monotonic()
+    return CheckpointResult(pid, image_path, 1, len(tids), pages_bytes, t_end - t_frozen, t_end - t0)

@@ -1,0 +1,113 @@
+"""Run system calls inside a stopped, ptrace'd task: the parasite without a blob.
+
+rip is pointed at a `syscall` instruction that already exists in the task (the vDSO has
+several), the arguments go in registers, orig_rax = -1 keeps the kernel's restart logic away,
+and one PTRACE_SINGLESTEP executes it. All signals are blocked meanwhile, so the step trap is
+the stop we see. The task's registers and signal mask are put back by finish().
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from torpor.engine.linux import ptrace as pt
+from torpor.engine.linux.procfs import read_maps
+from torpor.engine.linux.sys import (
+    MAP_ANONYMOUS,
+    MAP_PRIVATE,
+    NR,
+    PAGE_SIZE,
+    PROT_READ,
+    PROT_WRITE,
+)
+from torpor.errors import TorporError
+
+ALL_SIGNALS = (1 << 64) - 1
+SYSCALL_INSN = b"\x0f\x05"
+
+
+class InjectError(TorporError):
+    pass
+
+
+def find_syscall_insn(pid: int, mem_fd: int) -> int:
+    """Address of a `syscall` instruction in pid's vDSO."""
+    for vma in read_maps(pid, with_flags=False):
+        if vma.path == "[vdso]":
+            code = os.pread(mem_fd, vma.end - vma.start, vma.start)
+            off = code.find(SYSCALL_INSN)
+            if off >= 0:
+                return vma.start + off
+    raise InjectError(f"process {pid}: no syscall instruction found in its vDSO")
+
+
+class Injector:
+    """Syscalls executed by one stopped thread `tid` (address space of `pid`)."""
+
+    def __init__(self, pid: int, tid: int, mem_fd: int, syscall_ip: int) -> None:
+        self.pid, self.tid, self.mem_fd, self.syscall_ip = pid, tid, mem_fd, syscall_ip
+        self.saved_regs = pt.get_regs(tid)
+        self.saved_sigmask = pt.get_sigmask(tid)
+        pt.set_sigmask(tid, ALL_SIGNALS)
+        self.events: list[tuple[int, int]] = []  # (event, message) seen while stepping
+        self.finished = False
+
+    def call(self, name: str | int, *args: int, check: bool = True) -> int:
+        nr = NR[name] if isinstance(name, str) else name
+        regs = self.saved_regs.copy()
+        regs.rip = self.syscall_ip
+        regs.rax = nr
+        regs.orig_rax = (1 << 64) - 1
+        for reg, val in zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), args, strict=False):
+            setattr(regs, reg, val & ((1 << 64) - 1))
+        pt.set_regs(self.tid, regs)
+        pt.singlestep(self.tid)
+        while True:
+            status = pt.wait_stop(self.tid)
+            sig = os.WSTOPSIG(status)
+            event = pt.stop_event(status)
+            if sig == signal.SIGTRAP and event == 0:
+                break
+            if event:
+                # e.g. PTRACE_EVENT_CLONE before the step completes: note it, keep stepping
+                self.events.append((event, pt.get_event_msg(self.tid)))
+                pt.singlestep(self.tid)
+                continue
+            # a signal that cannot be blocked (SIGSTOP): swallow it, keep stepping
+            pt.singlestep(self.tid)
+        res = pt.get_regs(self.tid).rax
+        if res >= (1 << 63):
+            res -= 1 << 64
+        if check and -4096 < res < 0:
+            raise OSError(-res, f"{os.strerror(-res)} (injected {name} in task {self.tid})")
+        return res
+
+    def finish(self, regs: pt.Regs | None = None, sigmask: int | None = None) -> None:
+        """Put the task's registers and signal mask back (or the given ones)."""
+        pt.set_regs(self.tid, regs if regs is not None else self.saved_regs)
+        pt.set_sigmask(self.tid, self.saved_sigmask if sigmask is None else sigmask)
+        self.finished = True
+
+    # memory of the target, through /proc/PID/mem (works on read-only and PROT_NONE pages)
+    def read(self, addr: int, size: int) -> bytes:
+        return os.pread(self.mem_fd, size, addr)
+
+    def write(self, addr: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.mem_fd, view, addr)
+            view, addr = view[n:], addr + n
+
+
+class Scratch:
+    """A private anonymous area mapped inside the task for syscall arguments."""
+
+    def __init__(self, inj: Injector, size: int = 4 * PAGE_SIZE, at: int = 0) -> None:
+        self.inj = inj
+        self.size = size
+        flags = MAP_PRIVATE | MAP_ANONYMOUS | (0x100000 if at else 0)  # MAP_FIXED_NOREPLACE
+        self.addr = inj.call("mmap", at, size, PROT_READ | PROT_WRITE, flags, -1, 0)
+
+    def unmap(self, inj: Injector | None = None) -> None:
+        (inj or self.inj).call("munmap", self.addr, self.size)

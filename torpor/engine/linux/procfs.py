@@ -1,0 +1,125 @@
+"""Readers for /proc/PID files."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass
+class MapsEntry:
+    start: int
+    end: int
+    perms: str  # e.g. "rw-p"
+    pgoff: int
+    dev: tuple[int, int]
+    inode: int
+    path: str  # "" for anonymous, "[heap]", "/usr/lib/x.so", "/memfd:x (deleted)"
+    vmflags: set[str] = field(default_factory=set)
+
+    @property
+    def shared(self) -> bool:
+        return self.perms[3] == "s"
+
+    @property
+    def prot(self) -> int:
+        return (
+            (1 if self.perms[0] == "r" else 0)
+            | (2 if self.perms[1] == "w" else 0)
+            | (4 if self.perms[2] == "x" else 0)
+        )
+
+    @property
+    def deleted(self) -> bool:
+        return self.path.endswith(" (deleted)")
+
+
+def _parse_maps_line(line: str) -> MapsEntry:
+    parts = line.split(None, 5)
+    lo, hi = parts[0].split("-")
+    major, minor = parts[3].split(":")
+    return MapsEntry(
+        start=int(lo, 16),
+        end=int(hi, 16),
+        perms=parts[1],
+        pgoff=int(parts[2], 16),
+        dev=(int(major, 16), int(minor, 16)),
+        inode=int(parts[4]),
+        path=parts[5].rstrip("\n") if len(parts) > 5 else "",
+    )
+
+
+def read_maps(pid: int, with_flags: bool = True) -> list[MapsEntry]:
+    """VMAs of pid; with_flags reads smaps for VmFlags (growsdown, dontfork, ...)."""
+    if not with_flags:
+        with open(f"/proc/{pid}/maps") as f:
+            return [_parse_maps_line(line) for line in f]
+    out: list[MapsEntry] = []
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            first = line.split(None, 1)[0]
+            if "-" in first and not first.endswith(":"):
+                out.append(_parse_maps_line(line))
+            elif first == "VmFlags:":
+                out[-1].vmflags = set(line.split()[1:])
+    return out
+
+
+def read_stat(pid: int, tid: int | None = None) -> list[str]:
+    """Fields of /proc/PID/stat, 1-based as in proc(5): fields[1] is pid, fields[2] comm."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    with open(path, "rb") as f:
+        raw = f.read().decode("utf-8", "surrogateescape")
+    lpar, rpar = raw.index("("), raw.rindex(")")
+    return ["", raw[:lpar].strip(), raw[lpar + 1 : rpar], *raw[rpar + 2 :].split()]
+
+
+def read_status(pid: int, tid: int | None = None) -> dict[str, str]:
+    path = f"/proc/{pid}/task/{tid}/status" if tid else f"/proc/{pid}/status"
+    out: dict[str, str] = {}
+    with open(path) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+    return out
+
+
+def list_tids(pid: int) -> list[int]:
+    return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+
+
+def read_fdinfo(pid: int, fd: int) -> dict[str, str]:
+    out: dict[str, str] = {}
+    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k.strip()] = v.strip()
+    return out
+
+
+def read_auxv(pid: int) -> bytes:
+    with open(f"/proc/{pid}/auxv", "rb") as f:
+        return f.read()
+
+
+def read_comm(pid: int, tid: int | None = None) -> str:
+    path = f"/proc/{pid}/task/{tid}/comm" if tid else f"/proc/{pid}/comm"
+    with open(path, "rb") as f:
+        return f.read().rstrip(b"\n").decode("utf-8", "surrogateescape")
+
+
+def start_time(pid: int) -> int:
+    """Start time in clock ticks (field 22): tells a PID from its reuse."""
+    return int(read_stat(pid)[22])
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of every thread of pid (needs CONFIG_PROC_CHILDREN)."""
+    out: list[int] = []
+    for tid in list_tids(pid):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(x) for x in f.read().split())
+        except FileNotFoundError:
+            pass
+    return out

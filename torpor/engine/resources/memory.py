@@ -1,0 +1,219 @@
+"""Memory areas (VMAs) and their pages.
+
+Dump: classify each area; store the pages that differ from what the area's backing would give
+(private anonymous pages that are present or swapped, copy-on-write copies in private file
+mappings; never the shared zero page); save the content of objects that cannot be reopened
+(shared anonymous memory, memfds, deleted files) once per object.
+
+Restore: map every area at its address with its final protection, then write the stored pages
+(process_vm_writev for writable areas, /proc/PID/mem for the rest).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from torpor.engine.linux import vm
+from torpor.engine.linux.pagemap import (
+    PAGE_IS_FILE,
+    PAGE_IS_PFNZERO,
+    PAGE_IS_PRESENT,
+    PAGE_IS_SWAPPED,
+    PageMap,
+)
+from torpor.engine.linux.procfs import MapsEntry
+from torpor.engine.linux.sys import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_GROWSDOWN,
+    MAP_NORESERVE,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PAGE_SIZE,
+    PROT_WRITE,
+)
+from torpor.errors import TorporError
+from torpor.image.schema import MappedFile, PageRun, Vma
+
+if TYPE_CHECKING:
+    from torpor.engine.dump import DumpContext
+    from torpor.engine.restore import TaskRestore
+
+SPECIAL = {"[vdso]": "vdso", "[vvar]": "vvar", "[vvar_vclock]": "vvar_vclock", "[vsyscall]": "vsyscall"}
+DELETED = " (deleted)"
+# madvise advice for VmFlags that a plain mmap does not give back
+MADV_FOR_FLAG = {"dd": 16, "dc": 10, "wf": 18, "hg": 14, "nh": 15, "mg": 12}  # DONTDUMP, DONTFORK, WIPEONFORK, HUGEPAGE, NOHUGEPAGE, MERGEABLE
+CHUNK = 64 << 20
+
+
+def _is_shmem_path(path: str) -> bool:
+    return path.startswith(("/dev/zero", "/memfd:", "/SYSV", "/dev/shm/")) or path.startswith("/memfd")
+
+
+def classify(e: MapsEntry) -> str:
+    if e.path in SPECIAL:
+        return SPECIAL[e.path]
+    if e.inode == 0:
+        return "anon"
+    if e.path.startswith(("/dev/zero", "/SYSV")) or e.path.startswith("/memfd:"):
+        return "shmem"
+    return "file"
+
+
+# ---------------------------------------------------------------------------------- dump
+
+
+def _save_object(ctx: DumpContext, e: MapsEntry, kind: str) -> MappedFile:
+    """The object behind a shared-memory area or a deleted file, content saved once."""
+    fd = os.open(f"/proc/{ctx.pid}/map_files/{e.start:x}-{e.end:x}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return ctx.save_object(fd, e.path.removesuffix(DELETED), kind, e.deleted)
+    finally:
+        os.close(fd)
+
+
+def _file_object(ctx: DumpContext, e: MapsEntry) -> MappedFile:
+    if e.deleted:
+        return _save_object(ctx, e, "file")
+    return ctx.file_object(e.path, e.dev, e.inode)
+
+
+def dump(ctx: DumpContext, maps: list[MapsEntry]) -> list[Vma]:
+    """Records for every area of ctx.pid, with the pages to store appended to the page file."""
+    vmas: list[Vma] = []
+    runs: list[tuple[Vma, int, int]] = []  # (vma, addr, length) of pages to save
+    pm = PageMap(ctx.pid)
+    try:
+        for e in maps:
+            kind = classify(e)
+            v = Vma(start=e.start, end=e.end, prot=e.prot, shared=e.shared, kind=kind,
+                    pgoff=e.pgoff, path=e.path, vmflags=sorted(e.vmflags))
+            vmas.append(v)
+            if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall"):
+                continue
+            if kind == "shmem":
+                obj_kind = "memfd" if e.path.startswith("/memfd:") else "shmem"
+                v.file_id = _save_object(ctx, e, obj_kind).id
+                if e.shared:
+                    continue  # the content lives in the object
+            elif kind == "file":
+                v.file_id = _file_object(ctx, e).id
+                if e.shared:
+                    continue
+            if kind == "anon" and e.shared:
+                continue
+            for start, end, cat in pm.regions(e.start, e.end):
+                if cat & PAGE_IS_PFNZERO:
+                    continue
+                if kind == "anon":
+                    keep = cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED)
+                else:  # private mapping of a file or shmem object: only copied-on-write pages
+                    keep = (cat & PAGE_IS_PRESENT and not cat & PAGE_IS_FILE) or cat & PAGE_IS_SWAPPED
+                if keep:
+                    runs.append((v, start, end - start))
+    finally:
+        pm.close()
+    _copy_pages(ctx, runs)
+    return vmas
+
+
+def _copy_pages(ctx: DumpContext, runs: list[tuple[Vma, int, int]]) -> None:
+    """Copy runs into the page file in batches: process_vm_readv into a big buffer, one write."""
+    buf, buf_addr = ctx.buffer()
+    view = memoryview(buf)
+    batch: list[tuple[Vma, int, int]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal batch, size
+        if not batch:
+            return
+        vm.read_runs_into(ctx.pid, ctx.mem_fd, [(a, n) for _, a, n in batch], buf_addr, view)
+        base = ctx.pages.write(view[:size])
+        pos = 0
+        for v, a, n in batch:
+            prev = v.pages[-1] if v.pages else None
+            if prev and prev.vaddr + prev.npages * PAGE_SIZE == a and prev.offset + prev.npages * PAGE_SIZE == base + pos:
+                prev.npages += n // PAGE_SIZE
+            else:
+                v.pages.append(PageRun(a, n // PAGE_SIZE, base + pos))
+            pos += n
+        batch, size = [], 0
+
+    for v, a, n in runs:
+        while n:
+            take = min(n, CHUNK - size)
+            batch.append((v, a, take))
+            size += take
+            a, n = a + take, n - take
+            if size == CHUNK or len(batch) >= vm.IOV_MAX:
+                flush()
+    flush()
+
+
+# ------------------------------------------------------------------------------- restore
+
+
+def mmap_flags(v: Vma) -> int:
+    flags = MAP_FIXED | (MAP_SHARED if v.shared else MAP_PRIVATE)
+    if v.kind == "anon":
+        flags |= MAP_ANONYMOUS
+    if "gd" in v.vmflags:
+        flags |= MAP_GROWSDOWN
+    if "nr" in v.vmflags:
+        flags |= MAP_NORESERVE
+    return flags
+
+
+def restore_areas(t: TaskRestore, vmas: list[Vma]) -> None:
+    """Map every area (except the vDSO/vvar, moved separately) at its address."""
+    inj = t.inj
+    for v in vmas:
+        if v.kind in SPECIAL.values():
+            continue
+        length = v.end - v.start
+        if v.kind == "anon":
+            inj.call("mmap", v.start, length, v.prot, mmap_flags(v), -1, 0)
+        else:
+            fd = t.file_fds.get(v.file_id)
+            if fd is None:
+                raise TorporError(f"process {t.pid}: no file for mapping {v.path or 'anonymous'} at {v.start:#x}")
+            inj.call("mmap", v.start, length, v.prot, mmap_flags(v) & ~MAP_ANONYMOUS, fd, v.pgoff)
+        for flag, advice in MADV_FOR_FLAG.items():
+            if flag in v.vmflags:
+                inj.call("madvise", v.start, length, advice, check=False)
+
+
+def restore_pages(t: TaskRestore, vmas: list[Vma]) -> None:
+    """Write stored pages into the mapped areas."""
+    src = t.pages_view  # the page file mapped in the restorer
+    src_addr = t.pages_addr
+    wv: list[tuple[int, int]] = []
+    local: list[tuple[int, int]] = []
+
+    def flush() -> None:
+        if not wv:
+            return
+        total = sum(n for _, n in wv)
+        done = vm.writev(t.pid, local, wv)
+        if done != total:
+            raise TorporError(f"process {t.pid}: short write of restored memory ({done} of {total} bytes)")
+        wv.clear()
+        local.clear()
+
+    for v in vmas:
+        writable = bool(v.prot & PROT_WRITE)
+        for r in v.pages:
+            n = r.npages * PAGE_SIZE
+            if writable:
+                wv.append((r.vaddr, n))
+                local.append((src_addr + r.offset, n))
+                if len(wv) >= vm.IOV_MAX:
+                    flush()
+            else:
+                data = src[r.offset : r.offset + n]
+                off = 0
+                while off < n:
+                    off += os.pwrite(t.mem_fd, data[off:], r.vaddr + off)
+    flush()

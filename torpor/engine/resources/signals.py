@@ -1,0 +1,75 @@
+"""Signal handlers, pending signals (private and shared queues), masks, alternate stacks."""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from torpor.engine.linux import ptrace as pt
+from torpor.image.schema import SigAction
+
+if TYPE_CHECKING:
+    from torpor.engine.inject import Injector
+
+NSIG = 64
+SIGKILL, SIGSTOP = 9, 19
+SIG_IGN = 1
+_KSIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask (struct kernel_sigaction)
+_STACK_T = struct.Struct("<QiiQ")  # ss_sp, ss_flags, pad, ss_size
+
+
+def dump_sigactions(inj: Injector, scratch: int) -> list[SigAction]:
+    out = []
+    for sig in range(1, NSIG + 1):
+        if sig in (SIGKILL, SIGSTOP):
+            continue
+        inj.call("rt_sigaction", sig, 0, scratch, 8)
+        handler, flags, restorer, mask = _KSIGACTION.unpack(inj.read(scratch, _KSIGACTION.size))
+        out.append(SigAction(sig, handler, flags, restorer, mask))
+    return out
+
+
+def restore_sigactions(inj: Injector, scratch: int, actions: list[SigAction]) -> None:
+    saved = {a.sig: a for a in actions}
+    for sig in range(1, NSIG + 1):
+        if sig in (SIGKILL, SIGSTOP):
+            continue
+        a = saved.get(sig) or SigAction(sig, 0, 0, 0, 0)  # default for anything unrecorded
+        inj.write(scratch, _KSIGACTION.pack(a.handler, a.flags, a.restorer, a.mask))
+        inj.call("rt_sigaction", sig, scratch, 0, 8)
+
+
+def dump_altstack(inj: Injector, scratch: int) -> tuple[int, int, int]:
+    inj.call("sigaltstack", 0, scratch)
+    sp, flags, _, size = _STACK_T.unpack(inj.read(scratch, _STACK_T.size))
+    return sp, flags, size
+
+
+def restore_altstack(inj: Injector, scratch: int, sp: int, flags: int, size: int) -> None:
+    SS_DISABLE, SS_ONSTACK = 2, 1
+    if flags & SS_DISABLE or not size:
+        return  # a fresh task has no alternate stack
+    inj.write(scratch, _STACK_T.pack(sp, flags & ~SS_ONSTACK, 0, size))
+    inj.call("sigaltstack", scratch, 0)
+
+
+def dump_pending(tid: int, shared: bool) -> list[bytes]:
+    return pt.peek_siginfo(tid, shared)
+
+
+def restore_pending(inj: Injector, scratch: int, tgid: int, tid: int, infos: list[bytes],
+                    shared: bool, ignored: set[int]) -> None:
+    """Queue the saved siginfos again, from the task to itself (any si_code is allowed then)."""
+    for info in infos:
+        sig = int.from_bytes(info[0:4], "little", signed=True)
+        if sig in ignored:
+            continue
+        inj.write(scratch, info)
+        if shared:
+            inj.call("rt_sigqueueinfo", tgid, sig, scratch)
+        else:
+            inj.call("rt_tgsigqueueinfo", tgid, tid, sig, scratch)
+
+
+def ignored_signals(actions: list[SigAction]) -> set[int]:
+    return {a.sig for a in actions if a.handler == SIG_IGN}

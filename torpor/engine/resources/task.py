@@ -1,0 +1,152 @@
+"""Per-process and per-thread attributes: credentials, capabilities, rlimits, personality,
+itimers, prctl bits, cwd/root/umask; thread name, rseq, robust list, clear_child_tid."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from typing import TYPE_CHECKING
+
+from torpor.engine.linux import sys as lx
+from torpor.engine.linux.procfs import read_status
+from torpor.image.schema import Creds, Itimer
+
+if TYPE_CHECKING:
+    from torpor.engine.inject import Injector
+
+RLIMIT_COUNT = 16
+RLIM_INFINITY = (1 << 64) - 1
+_ITIMERVAL = struct.Struct("<qqqq")  # interval {sec, usec}, value {sec, usec}
+
+
+# ------------------------------------------------------------------- credentials
+
+
+def dump_creds(pid: int) -> Creds:
+    st = read_status(pid)
+    return Creds(
+        uid=[int(x) for x in st["Uid"].split()],
+        gid=[int(x) for x in st["Gid"].split()],
+        groups=[int(x) for x in st.get("Groups", "").split()],
+        cap_inh=int(st["CapInh"], 16),
+        cap_prm=int(st["CapPrm"], 16),
+        cap_eff=int(st["CapEff"], 16),
+        cap_bnd=int(st["CapBnd"], 16),
+        cap_amb=int(st.get("CapAmb", "0"), 16),
+        no_new_privs=st.get("NoNewPrivs", "0") == "1",
+    )
+
+
+def restore_creds(inj: Injector, scratch: int, c: Creds, last_cap: int) -> None:
+    """Switch one thread to the saved credentials. Order matters: the bounding set and
+    groups need CAP_SETPCAP/CAP_SETGID, so they go before the uid change; KEEPCAPS keeps the
+    permitted set across it; capset then trims to the exact sets."""
+    for cap in range(last_cap + 1):
+        if not c.cap_bnd >> cap & 1:
+            inj.call("prctl", lx.PR_CAPBSET_DROP, cap, 0, 0, 0)
+    inj.write(scratch, struct.pack(f"<{len(c.groups)}I", *c.groups) if c.groups else b"\0" * 4)
+    inj.call("setgroups", len(c.groups), scratch)
+    inj.call("setresgid", c.gid[0], c.gid[1], c.gid[2])
+    inj.call("setfsgid", c.gid[3], check=False)
+    inj.call("prctl", lx.PR_SET_KEEPCAPS, 1, 0, 0, 0)
+    inj.call("setresuid", c.uid[0], c.uid[1], c.uid[2])
+    inj.call("setfsuid", c.uid[3], check=False)
+    inj.call("prctl", lx.PR_SET_KEEPCAPS, 0, 0, 0, 0)
+    # struct __user_cap_header_struct {u32 version, int pid}; two __user_cap_data_struct
+    hdr = struct.pack("<Ii", 0x20080522, 0)
+    data = struct.pack(
+        "<6I",
+        c.cap_eff & 0xFFFFFFFF, c.cap_prm & 0xFFFFFFFF, c.cap_inh & 0xFFFFFFFF,
+        c.cap_eff >> 32, c.cap_prm >> 32, c.cap_inh >> 32,
+    )
+    inj.write(scratch, hdr + data)
+    inj.call("capset", scratch, scratch + len(hdr))
+    inj.call("prctl", lx.PR_CAP_AMBIENT, lx.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, check=False)
+    for cap in range(last_cap + 1):
+        if c.cap_amb >> cap & 1:
+            inj.call("prctl", lx.PR_CAP_AMBIENT, lx.PR_CAP_AMBIENT_RAISE, cap, 0, 0)
+
+
+def creds_are_root_full(c: Creds, last_cap: int) -> bool:
+    full = (1 << (last_cap + 1)) - 1
+    return (
+        c.uid == [0, 0, 0, 0] and c.gid == [0, 0, 0, 0] and c.cap_prm & full == full
+        and c.cap_eff & full == full and c.cap_bnd & full == full and not c.cap_amb
+        and not c.cap_inh
+    )
+
+
+def last_cap() -> int:
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
+# ----------------------------------------------------------------------- rlimits
+
+
+class _Rlimit(ctypes.Structure):
+    _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
+
+
+def dump_rlimits(pid: int) -> list[list[int]]:
+    out = []
+    for res in range(RLIMIT_COUNT):
+        old = _Rlimit()
+        lx.syscall(lx.NR["prlimit64"], pid, res, 0, ctypes.addressof(old))
+        out.append([old.cur, old.max])
+    return out
+
+
+def restore_rlimits(pid: int, limits: list[list[int]]) -> list[str]:
+    """Set the saved limits on pid from outside; returns warnings for limits that could not
+    be raised (raising a hard limit needs CAP_SYS_RESOURCE)."""
+    warnings = []
+    for res, (cur, mx) in enumerate(limits):
+        new = _Rlimit(cur, mx)
+        try:
+            lx.syscall(lx.NR["prlimit64"], pid, res, ctypes.addressof(new), 0)
+        except PermissionError:
+            old = _Rlimit()
+            lx.syscall(lx.NR["prlimit64"], pid, res, 0, ctypes.addressof(old))
+            fallback = _Rlimit(min(cur, old.max), min(mx, old.max))
+            lx.syscall(lx.NR["prlimit64"], pid, res, ctypes.addressof(fallback), 0)
+            warnings.append(f"rlimit {res}: hard limit {mx} could not be raised above {old.max}")
+    return warnings
+
+
+# ------------------------------------------------------------------- misc prctl
+
+
+def dump_itimers(inj: Injector, scratch: int) -> list[Itimer]:
+    out = []
+    for which in (0, 1, 2):  # ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
+        inj.call("getitimer", which, scratch)
+        isec, iusec, vsec, vusec = _ITIMERVAL.unpack(inj.read(scratch, _ITIMERVAL.size))
+        if vsec or vusec or isec or iusec:
+            out.append(Itimer(which, isec * 1_000_000 + iusec, vsec * 1_000_000 + vusec))
+    return out
+
+
+def restore_itimers(inj: Injector, scratch: int, timers: list[Itimer]) -> None:
+    for t in timers:
+        value = max(t.value_us, 1)
+        inj.write(scratch, _ITIMERVAL.pack(t.interval_us // 1_000_000, t.interval_us % 1_000_000,
+                                           value // 1_000_000, value % 1_000_000))
+        inj.call("setitimer", t.which, scratch, 0)
+
+
+def prctl_get_into(inj: Injector, scratch: int, option: int) -> int:
+    """prctl options that write their answer through a pointer (PDEATHSIG, SUBREAPER, TID_ADDRESS)."""
+    inj.write(scratch, bytes(8))
+    inj.call("prctl", option, scratch, 0, 0, 0)
+    return int.from_bytes(inj.read(scratch, 8), "little")
+
+
+def read_personality(pid: int) -> int:
+    with open(f"/proc/{pid}/personality") as f:
+        return int(f.read(), 16)
+
+
+def read_cwd_root(pid: int) -> tuple[str, str]:
+    return os.readlink(f"/proc/{pid}/cwd"), os.readlink(f"/proc/{pid}/root")

@@ -1,0 +1,181 @@
+"""Typed, versioned records of a process-tree image (msgspec Structs, msgpack on disk).
+
+Every record carries the schema version it was written with (`SCHEMA_VERSION` in the tree
+record); a reader refuses a version newer than its own. The layout follows the kinds of kernel
+object the engine saves: tasks and threads, memory areas and their page runs, open files.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+
+class Rec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class PageRun(Rec, array_like=True):
+    """`npages` pages at `vaddr` stored at `offset` in the page file `file`."""
+
+    vaddr: int
+    npages: int
+    offset: int
+    file: str = "pages"
+
+
+class Vma(Rec):
+    start: int
+    end: int
+    prot: int
+    shared: bool
+    # anon | file | shmem (MAP_SHARED anonymous, memfd, sysv shm) | vdso | vvar | vvar_vclock
+    # | vsyscall
+    kind: str
+    pgoff: int = 0
+    path: str = ""
+    file_id: int = -1  # index into TreeImage.mapped_files for file/shmem areas
+    vmflags: list[str] = []
+    pages: list[PageRun] = []  # private pages that differ from their backing (zero pages omitted)
+
+
+class MappedFile(Rec):
+    """A file or shared-memory object behind one or more mappings."""
+
+    id: int
+    path: str  # path at checkpoint time (without " (deleted)")
+    dev: int
+    inode: int
+    size: int = 0
+    deleted: bool = False
+    # shmem objects and deleted files have their content saved: runs of (offset, length)
+    # into page file `file` at `data_offset`; holes are zero
+    content: list[PageRun] = []
+    kind: str = "file"  # file | shmem | memfd
+    memfd_name: str = ""
+    seals: int = 0
+
+
+class SigAction(Rec, array_like=True):
+    sig: int
+    handler: int
+    flags: int
+    restorer: int
+    mask: int
+
+
+class Thread(Rec):
+    tid: int
+    regs: bytes  # struct user_regs_struct as read by PTRACE_GETREGS
+    xstate: bytes  # NT_X86_XSTATE regset
+    sigmask: int
+    name: str
+    pending: list[bytes] = []  # private pending siginfo_t
+    rseq_ptr: int = 0
+    rseq_len: int = 0
+    rseq_sig: int = 0
+    robust_list: int = 0
+    robust_len: int = 0
+    clear_child_tid: int = 0
+    altstack_sp: int = 0
+    altstack_flags: int = 0
+    altstack_size: int = 0
+    state: str = ""  # state letter at checkpoint (R, S, D, ...)
+    in_syscall: int = -1  # orig_rax when stopped inside a system call
+
+
+class MmFields(Rec):
+    start_code: int
+    end_code: int
+    start_data: int
+    end_data: int
+    start_brk: int
+    brk: int
+    start_stack: int
+    arg_start: int
+    arg_end: int
+    env_start: int
+    env_end: int
+    auxv: bytes
+    exe: str
+    exe_file_id: int = -1
+
+
+class Creds(Rec):
+    uid: list[int]  # real, effective, saved, fs
+    gid: list[int]
+    groups: list[int]
+    cap_inh: int
+    cap_prm: int
+    cap_eff: int
+    cap_bnd: int
+    cap_amb: int
+    securebits: int = 0
+    no_new_privs: bool = False
+
+
+class Itimer(Rec, array_like=True):
+    which: int
+    interval_us: int
+    value_us: int
+
+
+class OpenFile(Rec, tag="reg"):
+    """A regular file (or device node) opened by path."""
+
+    id: int
+    path: str
+    flags: int
+    pos: int
+    mode: int = 0
+    rdev: int = 0
+    deleted: bool = False
+    content_file_id: int = -1  # for deleted files: MappedFile with the content
+
+
+FileDesc = OpenFile  # grows into a tagged union: pipes, sockets, eventfds, ...
+
+
+class Fd(Rec, array_like=True):
+    fd: int
+    file_id: int  # into TreeImage.files (shared open file descriptions share an id)
+    cloexec: bool
+
+
+class Process(Rec):
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    comm: str
+    threads: list[Thread]
+    vmas: list[Vma]
+    mm: MmFields
+    fds: list[Fd]
+    sigactions: list[SigAction]
+    shared_pending: list[bytes]
+    creds: Creds
+    rlimits: list[list[int]]  # [cur, max] for RLIMIT 0..15
+    cwd: str
+    root: str
+    umask: int
+    personality: int
+    pdeath_sig: int = 0
+    dumpable: int = 1
+    child_subreaper: bool = False
+    itimers: list[Itimer] = []
+    thp_disabled: bool = False
+    exit_signal: int = 17
+
+
+class TreeImage(Rec):
+    schema_version: int
+    root_pid: int
+    processes: list[Process]
+    files: list[FileDesc]
+    mapped_files: list[MappedFile]
+    xfeatures: int  # XCR0 bits present in the saved xstate
+    xstate_size: int
+    vdso_size: int = 0
+    vvar_size: int = 0
