@@ -81,4 +81,3 @@ def replace_file(path: str, filename: str, data: bytes) -> None:
     doc["files"][filename]["size"] = len(data)
     doc["files"][filename]["xxh3_128"] = xxhash.xxh3_128_hexdigest(data)
     write_manifest_doc(path, doc)
-

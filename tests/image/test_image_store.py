@@ -8,8 +8,18 @@ import stat
 
 import msgspec
 import pytest
-from imgutil import BLOB, PAGES, TREE, Task, Tree, load_manifest_doc, make_image, read_all
-from imgutil import replace_file, write_manifest_doc
+from imgutil import (
+    BLOB,
+    PAGES,
+    TREE,
+    Task,
+    Tree,
+    load_manifest_doc,
+    make_image,
+    read_all,
+    replace_file,
+    write_manifest_doc,
+)
 
 from torpor.errors import AlreadyExists, ImageError, TorporError
 from torpor.image import store
@@ -56,8 +66,13 @@ def test_round_trip(img):
         assert r.page_fd("pages") == fd
         assert r.read_pages("pages", 4990, 20) == PAGES[4990:5010]
         r.verify()
-    assert sorted(os.listdir(img)) == ["manifest.json", "pages.img", "rootfs.tar", "tasks.rec",
-                                       "tree.rec"]
+    assert sorted(os.listdir(img)) == [
+        "manifest.json",
+        "pages.img",
+        "rootfs.tar",
+        "tasks.rec",
+        "tree.rec",
+    ]
 
 
 def test_commit_returns_manifest_and_takes_kind_from_meta(tmp_path):
