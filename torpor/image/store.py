@@ -740,7 +740,7 @@ class ImageReader:
             return msgspec.msgpack.decode(data, type=type)
         except msgspec.ValidationError as e:
             raise ImageError(f"image {self.path}: {filename}: invalid record: {e}") from e
-        except msgspec.DecodeError as e:
+        except (msgspec.DecodeError, ValueError) as e:  # ValueError: invalid UTF-8
             raise ImageError(f"image {self.path}: {filename}: cannot decode: {e}") from e
 
     def verify_pages(self) -> None:
@@ -867,7 +867,7 @@ class ImageReader:
             os.close(fd)
         try:
             raw = msgspec.json.decode(data)
-        except msgspec.DecodeError as e:
+        except (msgspec.DecodeError, ValueError) as e:  # ValueError: invalid UTF-8
             raise ImageError(f"image {p}: {MANIFEST} is not valid JSON (damaged image): {e}") from e
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise ImageError(f"image {p}: {MANIFEST} is not a torpor image manifest")
@@ -982,7 +982,7 @@ class ImageReader:
         bad = f"image {self.path}: {filename}: invalid frame index (damaged image)"
         try:
             idx = msgspec.msgpack.decode(data, type=FrameIndex)
-        except msgspec.MsgspecError as e:
+        except (msgspec.MsgspecError, ValueError) as e:
             raise ImageError(f"{bad}: {e}") from e
         n = -(-idx.raw_size // idx.chunk_size) if idx.chunk_size > 0 else -1
         offs = idx.offsets
