@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -100,11 +101,11 @@ def test_damage_is_detected(template, damage):
     data=st.one_of(
         st.binary(max_size=300),
         st.builds(
-            lambda obj: __import__("msgspec").msgpack.encode(obj),
+            msgspec.msgpack.encode,
             st.recursive(
                 st.none()
                 | st.booleans()
-                | st.integers()
+                | st.integers(-(2**63), 2**64 - 1)
                 | st.text(max_size=5)
                 | st.binary(max_size=5),
                 lambda kids: (

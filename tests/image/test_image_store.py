@@ -520,3 +520,42 @@ def test_bad_manifest_content(img, change):
 
 def test_errors_are_torpor_errors(img):
     assert issubclass(ImageError, TorporError)
+
+
+@pytest.mark.parametrize("compress", [None, "zstd"])
+def test_write_error_is_one_line_and_image_stays_incomplete(tmp_path, monkeypatch, compress):
+    import errno
+
+    def enospc(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    p = tmp_path / "img"
+    w = ImageWriter(p, sync=False, compress=compress, chunk_size=4096)
+    pf = w.page_file("pages")
+    monkeypatch.setattr(store.os, "write", enospc)
+    monkeypatch.setattr(store.os, "writev", lambda fd, bufs: enospc(fd, None))
+    with pytest.raises(ImageError) as ei:
+        pf.write(PAGES)
+    monkeypatch.undo()
+    assert one_line(ei.value) == (f"image {p}: pages.img: write failed: No space left on device")
+    with pytest.raises(ImageError, match="an earlier write failed"):
+        pf.write(b"x")
+    with pytest.raises(ImageError):
+        w.commit()
+    with pytest.raises(ImageError, match="incomplete"):
+        ImageReader(p)
+
+
+def test_messages_stay_one_line_with_odd_paths(tmp_path):
+    p = tmp_path / "a\nb"
+    make_image(str(p))
+    os.unlink(p / "manifest.json")
+    with pytest.raises(ImageError) as ei:
+        ImageReader(p)
+    assert "a\\nb" in one_line(ei.value)
+    with pytest.raises(AlreadyExists) as ei:
+        ImageWriter(p)
+    one_line(ei.value)
+    w = ImageWriter(tmp_path / "c", sync=False)
+    with pytest.raises(ImageError):
+        w.put_file("x\ny", b"")

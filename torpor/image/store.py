@@ -113,17 +113,29 @@ def _version() -> str:
     return __version__
 
 
+def _one_line(msg: str) -> str:
+    """Messages are one line: control characters (from paths, names or decoder messages quoting
+    damaged data) are shown escaped."""
+    if msg.isprintable():
+        return msg
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
+
+
+def _e(msg: str) -> ImageError:
+    return ImageError(_one_line(msg))
+
+
 def _check_name(name: str, what: str = "name") -> None:
     if (
         not isinstance(name, str)
         or not name
         or "/" in name
-        or "\0" in name
+        or not name.isprintable()
         or name.startswith(".")
         or name in _RESERVED
         or len(name.encode()) > 200
     ):
-        raise ImageError(f"invalid image file {what} {name!r}")
+        raise _e(f"invalid image file {what} {name!r}")
 
 
 def _hexdigest_fd(fd: int, size: int) -> str:
@@ -212,7 +224,7 @@ class PageFile:
         checksum is then computed at commit by reading the file back."""
         self._check_open()
         if self.compressed:
-            raise ImageError(
+            raise _e(
                 f"image {self._w.path}: {self.filename} is compressed ({self.compression}): "
                 "append-only, no raw fd"
             )
@@ -276,7 +288,7 @@ class PageFile:
             os.lseek(self._fd, end, os.SEEK_SET)
         except OSError as e:
             self._fail(e)
-            raise ImageError(f"image {self._w.path}: {self.filename}: {e.strerror}") from e
+            raise _e(f"image {self._w.path}: {self.filename}: {e.strerror}") from e
         self._pos = end
         return off
 
@@ -306,19 +318,24 @@ class PageFile:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ImageError(f"image {self._w.path}: {self.filename} is closed (image committed)")
+            raise _e(f"image {self._w.path}: {self.filename} is closed (image committed)")
         if self._broken is not None:
-            raise ImageError(
+            raise _e(
                 f"image {self._w.path}: {self.filename}: an earlier write failed: {self._broken}"
             )
 
     def _fail(self, e: BaseException) -> None:
+        """Mark the file broken (commit() will refuse it); OSError becomes a one-line ImageError."""
         self._broken = e
         self._streaming = False
+        if isinstance(e, OSError):
+            raise _e(
+                f"image {self._w.path}: {self.filename}: write failed: {e.strerror or e}"
+            ) from e
 
     def _no_random_access(self, what: str) -> None:
         if self.compressed:
-            raise ImageError(
+            raise _e(
                 f"image {self._w.path}: {self.filename} is compressed ({self.compression}): "
                 f"append-only, {what} is not possible"
             )
@@ -404,7 +421,7 @@ class PageFile:
                 os.fsync(self._fd)
         except OSError as e:
             self._fail(e)
-            raise ImageError(f"image {self._w.path}: {self.filename}: {e.strerror or e}") from e
+            raise _e(f"image {self._w.path}: {self.filename}: {e.strerror or e}") from e
         finally:
             os.close(self._fd)
             self._closed = True
@@ -434,7 +451,7 @@ class ImageWriter:
         self.kind = kind
         self.xfeatures = xfeatures
         if compress not in (None, "", *COMPRESSIONS):
-            raise ImageError(f"unknown compression {compress!r} (known: {', '.join(COMPRESSIONS)})")
+            raise _e(f"unknown compression {compress!r} (known: {', '.join(COMPRESSIONS)})")
         self.compress = compress or None
         if self.compress:
             import zstandard  # noqa: F401  (fail now, not in the middle of a checkpoint)
@@ -458,7 +475,7 @@ class ImageWriter:
         try:
             data = msgspec.msgpack.encode(struct)
         except (TypeError, ValueError, msgspec.EncodeError) as e:
-            raise ImageError(f"image {self.path}: {name}.rec: cannot encode record: {e}") from e
+            raise _e(f"image {self.path}: {name}.rec: cannot encode record: {e}") from e
         self._put(name + ".rec", data, RECORD)
 
     def page_file(self, name: str) -> PageFile:
@@ -492,7 +509,7 @@ class ImageWriter:
         try:
             msgspec.json.encode(meta)
         except (TypeError, ValueError, msgspec.EncodeError) as e:
-            raise ImageError(f"image {self.path}: {MANIFEST}: cannot encode meta: {e}") from e
+            raise _e(f"image {self.path}: {MANIFEST}: cannot encode meta: {e}") from e
         try:
             for name, pf in self._pages.items():
                 self._files[pf.filename] = pf._finish(self._sync)
@@ -529,7 +546,7 @@ class ImageWriter:
             try:
                 data = encode_manifest(m)
             except (TypeError, ValueError, msgspec.EncodeError) as e:
-                raise ImageError(f"image {self.path}: {MANIFEST}: cannot encode meta: {e}") from e
+                raise _e(f"image {self.path}: {MANIFEST}: cannot encode meta: {e}") from e
             self._write_atomic(MANIFEST, data)
             if self._sync:
                 os.fsync(self._dfd)
@@ -538,7 +555,7 @@ class ImageWriter:
                 os.fsync(self._dfd)
         except OSError as e:
             self._abandon()
-            raise ImageError(f"image {self.path}: commit failed: {e.strerror or e}") from e
+            raise _e(f"image {self.path}: commit failed: {e.strerror or e}") from e
         except BaseException:
             self._abandon()
             raise
@@ -565,11 +582,17 @@ class ImageWriter:
 
     def __del__(self) -> None:
         try:
-            self._close()
+            if not self._done:
+                self._abandon()
         except Exception:  # pragma: no cover
             pass
 
     # ---- internals ---------------------------------------------------------------------------
+
+    def _used(self) -> AlreadyExists:
+        return AlreadyExists(
+            _one_line(f"image path {self.path} is not empty: an image path is used once")
+        )
 
     def _open_dir(self) -> None:
         path = self.path
@@ -578,33 +601,29 @@ class ImageWriter:
         except FileNotFoundError:
             st = None
         except OSError as e:
-            raise ImageError(f"image path {path}: {e.strerror}") from e
+            raise _e(f"image path {path}: {e.strerror}") from e
         if st is not None:
             if not stat.S_ISDIR(st.st_mode) or os.listdir(path):
-                raise AlreadyExists(f"image path {path} is not empty: an image path is used once")
+                raise self._used()
         else:
             parent = os.path.dirname(os.path.abspath(path))
             try:
                 os.makedirs(parent, exist_ok=True)
                 os.mkdir(path, DIR_MODE)
             except FileExistsError as e:
-                raise AlreadyExists(
-                    f"image path {path} is not empty: an image path is used once"
-                ) from e
+                raise self._used() from e
             except OSError as e:
-                raise ImageError(f"image path {path}: cannot create: {e.strerror}") from e
+                raise _e(f"image path {path}: cannot create: {e.strerror}") from e
         try:
             self._dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             os.fchmod(self._dfd, DIR_MODE)
         except OSError as e:
-            raise ImageError(f"image path {path}: {e.strerror}") from e
+            raise _e(f"image path {path}: {e.strerror}") from e
         try:
             fd = self._create(INCOMPLETE)
         except FileExistsError as e:
             self._close()
-            raise AlreadyExists(
-                f"image path {path} is not empty: an image path is used once"
-            ) from e
+            raise self._used() from e
         try:
             _write_all(fd, memoryview(b"torpor: checkpoint in progress (pid %d)\n" % os.getpid()))
         finally:
@@ -624,7 +643,7 @@ class ImageWriter:
         except FileExistsError:
             raise
         except OSError as e:
-            raise ImageError(f"image {self.path}: {name}: cannot create: {e.strerror}") from e
+            raise _e(f"image {self.path}: {name}: cannot create: {e.strerror}") from e
         try:
             os.fchmod(fd, FILE_MODE)
         except BaseException:
@@ -634,15 +653,15 @@ class ImageWriter:
 
     def _check_open(self) -> None:
         if self._done:
-            raise ImageError(f"image {self.path} is already committed")
+            raise _e(f"image {self.path} is already committed")
         if self._dfd < 0:
-            raise ImageError(f"image {self.path} was aborted")
+            raise _e(f"image {self.path} was aborted")
 
     def _claim(self, filename: str) -> None:
         if filename in self._files or any(
             filename in (pf.filename, pf.name + ".idx") for pf in self._pages.values()
         ):
-            raise ImageError(f"image {self.path}: {filename} is written twice")
+            raise _e(f"image {self.path}: {filename} is written twice")
 
     def _put(self, filename: str, data: Any, kind: str, claimed: bool = False) -> None:
         if not claimed:
@@ -670,8 +689,8 @@ class ImageWriter:
             os.rename(tmp, filename, src_dir_fd=self._dfd, dst_dir_fd=self._dfd)
         except OSError as e:
             if isinstance(e, FileExistsError):
-                raise ImageError(f"image {self.path}: {filename} exists already") from e
-            raise ImageError(f"image {self.path}: {filename}: {e.strerror or e}") from e
+                raise _e(f"image {self.path}: {filename} exists already") from e
+            raise _e(f"image {self.path}: {filename}: {e.strerror or e}") from e
 
     def _fsync_name(self, filename: str) -> None:
         fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self._dfd)
@@ -720,11 +739,11 @@ class ImageReader:
         try:
             self._dfd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError as e:
-            raise ImageError(f"image {self.path} does not exist") from e
+            raise _e(f"image {self.path} does not exist") from e
         except NotADirectoryError as e:
-            raise ImageError(f"image {self.path} is not a directory") from e
+            raise _e(f"image {self.path} is not a directory") from e
         except OSError as e:
-            raise ImageError(f"image {self.path}: {e.strerror}") from e
+            raise _e(f"image {self.path}: {e.strerror}") from e
         try:
             self.manifest: Manifest = self._load()
         except BaseException:
@@ -739,9 +758,9 @@ class ImageReader:
         try:
             return msgspec.msgpack.decode(data, type=type)
         except msgspec.ValidationError as e:
-            raise ImageError(f"image {self.path}: {filename}: invalid record: {e}") from e
+            raise _e(f"image {self.path}: {filename}: invalid record: {e}") from e
         except (msgspec.DecodeError, ValueError) as e:  # ValueError: invalid UTF-8
-            raise ImageError(f"image {self.path}: {filename}: cannot decode: {e}") from e
+            raise _e(f"image {self.path}: {filename}: cannot decode: {e}") from e
 
     def verify_pages(self) -> None:
         for filename, entry in self.manifest.files.items():
@@ -750,21 +769,17 @@ class ImageReader:
                 try:
                     digest = _hexdigest_fd(fd, entry.size)
                 except EOFError as e:
-                    raise ImageError(
-                        f"image {self.path}: {filename} is truncated (damaged image)"
-                    ) from e
+                    raise _e(f"image {self.path}: {filename} is truncated (damaged image)") from e
                 except OSError as e:
-                    raise ImageError(f"image {self.path}: {filename}: {e.strerror}") from e
+                    raise _e(f"image {self.path}: {filename}: {e.strerror}") from e
                 if digest != entry.xxh3_128:
-                    raise ImageError(
-                        f"image {self.path}: {filename}: checksum mismatch (damaged image)"
-                    )
+                    raise _e(f"image {self.path}: {filename}: checksum mismatch (damaged image)")
 
     def page_fd(self, name: str) -> int:
         filename = name + ".img"
         entry = self._entry(filename, PAGES)
         if entry.compression:
-            raise ImageError(
+            raise _e(
                 f"image {self.path}: {filename} is compressed ({entry.compression}): "
                 "no raw fd, use read_pages"
             )
@@ -781,7 +796,7 @@ class ImageReader:
         entry = self._entry(filename, PAGES)
         size = entry.raw_size if entry.compression else entry.size
         if offset < 0 or length < 0 or offset + length > size:
-            raise ImageError(
+            raise _e(
                 f"image {self.path}: {filename}: read of {length} bytes at {offset} is beyond "
                 f"its end ({size} bytes; damaged image)"
             )
@@ -843,7 +858,7 @@ class ImageReader:
     # ---- internals ---------------------------------------------------------------------------
 
     def _incomplete(self, why: str = "") -> ImageError:
-        return ImageError(f"image {self.path} is incomplete (checkpoint did not finish){why}")
+        return _e(f"image {self.path} is incomplete (checkpoint did not finish){why}")
 
     def _load(self) -> Manifest:
         p = self.path
@@ -857,34 +872,34 @@ class ImageReader:
         except FileNotFoundError as e:
             raise self._incomplete(f": no {MANIFEST}") from e
         except OSError as e:
-            raise ImageError(f"image {p}: {MANIFEST}: {e.strerror}") from e
+            raise _e(f"image {p}: {MANIFEST}: {e.strerror}") from e
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_MANIFEST:
-                raise ImageError(f"image {p}: {MANIFEST} is not a torpor image manifest")
+                raise _e(f"image {p}: {MANIFEST} is not a torpor image manifest")
             data = self._pread(MANIFEST, fd, 0, st.st_size)
         finally:
             os.close(fd)
         try:
             raw = msgspec.json.decode(data)
         except (msgspec.DecodeError, ValueError) as e:  # ValueError: invalid UTF-8
-            raise ImageError(f"image {p}: {MANIFEST} is not valid JSON (damaged image): {e}") from e
+            raise _e(f"image {p}: {MANIFEST} is not valid JSON (damaged image): {e}") from e
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-            raise ImageError(f"image {p}: {MANIFEST} is not a torpor image manifest")
+            raise _e(f"image {p}: {MANIFEST} is not a torpor image manifest")
         version = raw.get("format_version")
         if type(version) is not int or version < 1:
-            raise ImageError(f"image {p}: {MANIFEST}: unknown format_version {version!r}")
+            raise _e(f"image {p}: {MANIFEST}: unknown format_version {version!r}")
         if version > FORMAT_VERSION:
-            raise ImageError(
+            raise _e(
                 f"image {p} has format version {version}, newer than this torpor "
                 f"({_version()}) reads ({FORMAT_VERSION}): upgrade torpor"
             )
         if manifest_checksum(raw) != raw.get("checksum"):
-            raise ImageError(f"image {p}: {MANIFEST}: checksum mismatch (damaged or edited image)")
+            raise _e(f"image {p}: {MANIFEST}: checksum mismatch (damaged or edited image)")
         try:
             m = msgspec.convert(raw, type=Manifest)
         except msgspec.ValidationError as e:
-            raise ImageError(f"image {p}: {MANIFEST}: invalid manifest (damaged image): {e}") from e
+            raise _e(f"image {p}: {MANIFEST}: invalid manifest (damaged image): {e}") from e
         for filename, entry in m.files.items():
             self._check_entry(filename, entry)
         return m
@@ -894,24 +909,24 @@ class ImageReader:
         try:
             _check_name(filename)
         except ImageError as e:
-            raise ImageError(f"image {p}: {MANIFEST} names an invalid file {filename!r}") from e
+            raise _e(f"image {p}: {MANIFEST} names an invalid file {filename!r}") from e
         if entry.kind not in (RECORD, PAGES, INDEX, BLOB) or entry.size < 0:
-            raise ImageError(f"image {p}: {MANIFEST}: bad entry for {filename}")
+            raise _e(f"image {p}: {MANIFEST}: bad entry for {filename}")
         if entry.compression and (entry.kind != PAGES or entry.compression not in COMPRESSIONS):
-            raise ImageError(
+            raise _e(
                 f"image {p}: {filename}: unknown compression {entry.compression!r} (newer torpor?)"
             )
         try:
             st = os.stat(filename, dir_fd=self._dfd, follow_symlinks=False)
         except FileNotFoundError as e:
-            raise ImageError(f"image {p}: {filename} is missing (damaged image)") from e
+            raise _e(f"image {p}: {filename} is missing (damaged image)") from e
         except OSError as e:
-            raise ImageError(f"image {p}: {filename}: {e.strerror}") from e
+            raise _e(f"image {p}: {filename}: {e.strerror}") from e
         if not stat.S_ISREG(st.st_mode):
-            raise ImageError(f"image {p}: {filename} is not a regular file (damaged image)")
+            raise _e(f"image {p}: {filename} is not a regular file (damaged image)")
         if st.st_size != entry.size:
             what = "truncated" if st.st_size < entry.size else "longer than recorded"
-            raise ImageError(
+            raise _e(
                 f"image {p}: {filename} is {what} ({st.st_size} bytes, expected "
                 f"{entry.size}; damaged image)"
             )
@@ -919,7 +934,7 @@ class ImageReader:
     def _entry(self, filename: str, kind: str) -> FileEntry:
         entry = self.manifest.files.get(filename)
         if entry is None or entry.kind != kind:
-            raise ImageError(f"image {self.path}: has no {kind} file {filename}")
+            raise _e(f"image {self.path}: has no {kind} file {filename}")
         return entry
 
     def _pread(self, filename: str, fd: int, offset: int, length: int) -> bytes:
@@ -931,14 +946,12 @@ class ImageReader:
                 while got < length:
                     more = os.pread(fd, length - got, offset + got)
                     if not more:
-                        raise ImageError(
-                            f"image {self.path}: {filename} is truncated (damaged image)"
-                        )
+                        raise _e(f"image {self.path}: {filename} is truncated (damaged image)")
                     parts.append(more)
                     got += len(more)
                 data = b"".join(parts)
         except OSError as e:
-            raise ImageError(f"image {self.path}: {filename}: {e.strerror}") from e
+            raise _e(f"image {self.path}: {filename}: {e.strerror}") from e
         return data
 
     def _read_verified(self, filename: str, kind: str) -> bytes:
@@ -946,30 +959,30 @@ class ImageReader:
         try:
             fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self._dfd)
         except FileNotFoundError as e:
-            raise ImageError(f"image {self.path}: {filename} is missing (damaged image)") from e
+            raise _e(f"image {self.path}: {filename} is missing (damaged image)") from e
         except OSError as e:
-            raise ImageError(f"image {self.path}: {filename}: {e.strerror}") from e
+            raise _e(f"image {self.path}: {filename}: {e.strerror}") from e
         try:
             data = self._pread(filename, fd, 0, entry.size)
             if os.fstat(fd).st_size != entry.size:
-                raise ImageError(f"image {self.path}: {filename} changed size (damaged image)")
+                raise _e(f"image {self.path}: {filename} changed size (damaged image)")
         finally:
             os.close(fd)
         if xxhash.xxh3_128_hexdigest(data) != entry.xxh3_128:
-            raise ImageError(f"image {self.path}: {filename}: checksum mismatch (damaged image)")
+            raise _e(f"image {self.path}: {filename}: checksum mismatch (damaged image)")
         return data
 
     def _page_fd_raw(self, filename: str) -> int:
         fd = self._fds.get(filename)
         if fd is None:
             if self._dfd < 0:
-                raise ImageError(f"image {self.path} is closed")
+                raise _e(f"image {self.path} is closed")
             try:
                 fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=self._dfd)
             except FileNotFoundError as e:
-                raise ImageError(f"image {self.path}: {filename} is missing (damaged image)") from e
+                raise _e(f"image {self.path}: {filename} is missing (damaged image)") from e
             except OSError as e:
-                raise ImageError(f"image {self.path}: {filename}: {e.strerror}") from e
+                raise _e(f"image {self.path}: {filename}: {e.strerror}") from e
             self._fds[filename] = fd
         return fd
 
@@ -983,7 +996,7 @@ class ImageReader:
         try:
             idx = msgspec.msgpack.decode(data, type=FrameIndex)
         except (msgspec.MsgspecError, ValueError) as e:
-            raise ImageError(f"{bad}: {e}") from e
+            raise _e(f"{bad}: {e}") from e
         n = -(-idx.raw_size // idx.chunk_size) if idx.chunk_size > 0 else -1
         offs = idx.offsets
         if (
@@ -996,7 +1009,7 @@ class ImageReader:
             or offs[-1] != entry.size
             or any(offs[i] >= offs[i + 1] for i in range(n))
         ):
-            raise ImageError(bad)
+            raise _e(bad)
         self._indexes[name] = idx
         return idx
 
@@ -1015,19 +1028,17 @@ class ImageReader:
             import zstandard
 
             if zstandard.frame_content_size(raw) != want:
-                raise ImageError(
+                raise _e(
                     f"image {self.path}: {filename}: frame {i} has the wrong size (damaged image)"
                 )
             out = self._dctx.decompress(raw)
         except ImageError:
             raise
         except Exception as e:  # zstandard.ZstdError and friends
-            raise ImageError(
+            raise _e(
                 f"image {self.path}: {filename}: frame {i} is damaged (damaged image): {e}"
             ) from e
         if len(out) != want:
-            raise ImageError(
-                f"image {self.path}: {filename}: frame {i} has the wrong size (damaged image)"
-            )
+            raise _e(f"image {self.path}: {filename}: frame {i} has the wrong size (damaged image)")
         self._cache = (name, i, out)
         return out
