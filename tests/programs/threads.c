@@ -1,0 +1,202 @@
+/* threads OUT: a main thread and five pthreads in different states, each with its own name
+ * (pthread_setname_np), signal mask and __thread variables:
+ *   spin    computes, reads the clock (vDSO) to report every 50 ms
+ *   condw   waits in pthread_cond_wait, woken by main every 50 ms
+ *   sleeper nanosleep(50 ms) loop; exits when main gets SIGUSR1, and main joins it
+ *   poller  poll(NULL, 0, 50) loop
+ *   futexw  raw FUTEX_WAIT with a 50 ms timeout on a word nobody changes
+ * Lines: "start NAME tid=TID" once, then "NAME n=N tid=TID tag=TAG ok=1" where n is a
+ * per-thread __thread counter (consecutive, no gap, no repeat) and ok=1 means that the
+ * thread's TLS tag, tid, name and sigmask are still what the thread set.
+ * On SIGUSR1 main stops and joins the sleeper and writes "joined sleeper". */
+#include "tp.h"
+#include <linux/futex.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+enum { T_MAIN, T_SPIN, T_CONDW, T_SLEEPER, T_POLLER, T_FUTEXW, NT };
+static const char *names[NT] = {"tp-main", "tp-spin", "tp-condw", "tp-sleeper", "tp-poller",
+                                "tp-futexw"};
+/* a signal blocked by one thread only (SIGUSR1 is blocked by every thread but main) */
+static const int own_sig[NT] = {0, SIGUSR2, SIGHUP, SIGWINCH, 40, 41};
+
+static int out_fd;
+static __thread long tls_n;
+static __thread unsigned long tls_tag;
+static __thread int tls_idx;
+static __thread pid_t tls_tid;
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static unsigned long gen;
+static volatile sig_atomic_t usr1;
+static volatile int stop_sleeper;
+static uint32_t futex_word;
+
+static void expected_mask(int idx, sigset_t *set)
+{
+    sigemptyset(set);
+    if (idx != T_MAIN)
+        sigaddset(set, SIGUSR1);
+    if (own_sig[idx])
+        sigaddset(set, own_sig[idx]);
+}
+
+static int self_check(void)
+{
+    char name[32] = "";
+    sigset_t cur, want;
+    if (tls_tag != 0x7e57000000000000UL + (unsigned long)tls_idx * 0x1111)
+        return 0;
+    if (tls_tid != (pid_t)syscall(SYS_gettid))
+        return 0;
+    prctl(PR_GET_NAME, name);
+    if (strcmp(name, names[tls_idx]) != 0)
+        return 0;
+    pthread_sigmask(SIG_BLOCK, NULL, &cur);
+    expected_mask(tls_idx, &want);
+    for (int s = 1; s < 65; s++)
+        if (s != 32 && s != 33 && sigismember(&cur, s) != sigismember(&want, s))
+            return 0;
+    return 1;
+}
+
+static void report(void)
+{
+    tls_n++;
+    tp_printf(out_fd, "%s n=%ld tid=%d tag=%lx ok=%d\n", names[tls_idx], tls_n, tls_tid,
+              tls_tag, self_check());
+}
+
+static void setup_thread(int idx)
+{
+    sigset_t set;
+    tls_idx = idx;
+    tls_tag = 0x7e57000000000000UL + (unsigned long)idx * 0x1111;
+    tls_tid = syscall(SYS_gettid);
+    pthread_setname_np(pthread_self(), names[idx]);
+    expected_mask(idx, &set);
+    pthread_sigmask(SIG_SETMASK, &set, NULL);
+    tp_printf(out_fd, "start %s tid=%d\n", names[idx], tls_tid);
+}
+
+static void *spin(void *arg)
+{
+    (void)arg;
+    setup_thread(T_SPIN);
+    unsigned long x = 88172645463325252UL;
+    long long next = tp_now_ms() + 50;
+    for (;;) {
+        for (int i = 0; i < 100000; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        __asm__ volatile("" ::"r"(x));
+        if (tp_now_ms() >= next) {
+            next += 50;
+            report();
+        }
+    }
+    return NULL;
+}
+
+static void *condw(void *arg)
+{
+    (void)arg;
+    setup_thread(T_CONDW);
+    unsigned long seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&mu);
+        while (gen == seen)
+            pthread_cond_wait(&cv, &mu);
+        seen = gen;
+        pthread_mutex_unlock(&mu);
+        report();
+    }
+    return NULL;
+}
+
+static void *sleeper(void *arg)
+{
+    (void)arg;
+    setup_thread(T_SLEEPER);
+    while (!stop_sleeper) {
+        tp_sleep_ms(50);
+        report();
+    }
+    return NULL;
+}
+
+static void *poller(void *arg)
+{
+    (void)arg;
+    setup_thread(T_POLLER);
+    for (;;) {
+        poll(NULL, 0, 50);
+        report();
+    }
+    return NULL;
+}
+
+static void *futexw(void *arg)
+{
+    (void)arg;
+    setup_thread(T_FUTEXW);
+    for (;;) {
+        struct timespec ts = {0, 50 * 1000000L};
+        syscall(SYS_futex, &futex_word, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
+        report();
+    }
+    return NULL;
+}
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    usr1 = 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: threads OUT\n");
+        return 2;
+    }
+    out_fd = tp_open_out(argv[1]);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+
+    /* Threads inherit the creator's mask: block SIGUSR1 while creating them. */
+    sigset_t all;
+    sigemptyset(&all);
+    sigaddset(&all, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    void *(*fns[NT])(void *) = {NULL, spin, condw, sleeper, poller, futexw};
+    pthread_t th[NT];
+    for (int i = 1; i < NT; i++)
+        if (pthread_create(&th[i], NULL, fns[i], NULL) != 0)
+            return 3;
+    setup_thread(T_MAIN);
+
+    int joined = 0;
+    for (;;) {
+        tp_sleep_ms(50);
+        pthread_mutex_lock(&mu);
+        gen++;
+        pthread_cond_signal(&cv);
+        pthread_mutex_unlock(&mu);
+        report();
+        if (usr1 && !joined) {
+            stop_sleeper = 1;
+            pthread_join(th[T_SLEEPER], NULL);
+            joined = 1;
+            tp_printf(out_fd, "joined sleeper\n");
+        }
+    }
+}
