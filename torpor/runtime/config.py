@@ -322,7 +322,7 @@ def parse_config(raw: Any, bundle: str | None = None) -> Config:
         if kind == "user":
             raise ConfigError("config.json: user namespaces are not supported by torpor")
         path = _type(n.get("path", "") or "", str, f"linux.namespaces[{i}].path")
-        if path and not os.path.exists(path):
+        if path and not os.path.lexists(path):
             raise ConfigError(f"config.json: linux.namespaces[{i}]: {kind} namespace path "
                               f"{path} does not exist")
         namespaces.append(Namespace(type=kind, path=path))
