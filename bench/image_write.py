@@ -9,8 +9,9 @@ Writes `size` MiB of page data in `chunk`-MiB writes, in one directory, for each
   raw_readback  pwrite through pf.fd into a reserve()d region: checksum read back at commit
   zstd          ImageWriter(compress="zstd") level 1, 4 MiB frames, then commit()
 No fsync (sync=False): this measures the page-cache path; durability costs the disk's speed.
-Variants are interleaved run by run, in a rotating order, and the median and best are reported:
-this VM hands freed memory back to the host and re-touching it is slow, so single timings swing.
+Variants are interleaved run by run, in a rotating order, each timed run preceded by an untimed
+write+delete of the same size (the primer), and the median and best are reported: this VM hands
+freed memory back to the host and re-touching it is slow, so single timings swing.
 Output: one JSON object per line per variant, then a summary line {"bench": ..., "summary": ...}.
 """
 
@@ -88,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-mib", type=int, default=64)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    ap.add_argument(
+        "--no-primer",
+        action="store_true",
+        help="do not write+delete an untimed file of the same size before each timed run",
+    )
     ap.add_argument("--dir", default=None, help="directory to write in (default: a temp dir)")
     ap.add_argument("--variants", default="os_write,raw,raw_readback,zstd")
     a = ap.parse_args(argv)
@@ -109,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
             k = r % len(chosen)  # rotate the order: each variant takes each position in turn
             for v in chosen[k:] + chosen[:k]:
                 d = tempfile.mkdtemp(dir=base)
+                if not a.no_primer:
+                    # every timed run starts right after `size` bytes of page cache were freed,
+                    # whatever variant ran before (else the one after zstd, which frees less,
+                    # pays for memory the VM handed back to the host)
+                    run_os_write(d, buf, n)
+                    os.unlink(os.path.join(d, "plain.img"))
                 t = time.perf_counter()
                 stored[v] = variants[v](d)
                 if r >= a.warmup:
