@@ -222,3 +222,31 @@ def test_events_stats(rt, bundle):
     rt("run", "-d", "--bundle", bundle(["sleep", "100"]), cid)
     ev = rt("events", "--stats", cid).json()
     assert ev["type"] == "stats" and ev["data"]["pids"]["current"] >= 1
+
+
+def test_runc_spellings_and_log_json(rt, bundle, tmp_path):
+    b = bundle(["sleep", "100"])
+    cid = rt.id()
+    pidfile = tmp_path / "p.pid"
+    rt("create", "-bundle", b, "-pid-file", str(pidfile), cid)
+    assert int(pidfile.read_text()) == rt.state(cid)["pid"]
+    rt("start", cid)
+    rt("kill", "-all", cid, "9")
+    rt.wait_status(cid, "stopped")
+    rt("delete", "-force", "--force", cid)
+    log = tmp_path / "log.json"
+    r = rt("start", cid, check=False, glob=("--log", str(log), "--log-format", "json"))
+    assert r.rc == 1
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert last["level"] == "error" and last["msg"] == f'container "{cid}" does not exist'
+    v = rt("--version").out
+    assert v.startswith("runc version ") and "commit: " in v and "spec: 1." in v
+
+
+def test_spec_writes_valid_template(rt, tmp_path):
+    rt("spec", "--bundle", str(tmp_path))
+    spec = json.loads((tmp_path / "config.json").read_text())
+    assert spec["ociVersion"].startswith("1.") and spec["process"]["terminal"] is True
+    assert {n["type"] for n in spec["linux"]["namespaces"]} >= {"pid", "mount", "network"}
+    r = rt("spec", "--bundle", str(tmp_path), check=False)
+    assert r.rc != 0 and "exists" in r.err
