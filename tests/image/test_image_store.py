@@ -129,7 +129,10 @@ def test_write_vectored_many_buffers_and_types(tmp_path):
         assert r.read_pages("pages", 0, len(want)) == want
 
 
-def test_short_writes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("offload", [False, True])
+def test_short_writes(tmp_path, monkeypatch, offload):
+    if offload:  # hash on the worker thread while writing, even for small writes
+        monkeypatch.setattr(store, "HASH_OFFLOAD", 1)
     real_write, real_writev = os.write, os.writev
 
     def short_write(fd, data):
@@ -525,6 +528,8 @@ def test_errors_are_torpor_errors(img):
 @pytest.mark.parametrize("compress", [None, "zstd"])
 def test_write_error_is_one_line_and_image_stays_incomplete(tmp_path, monkeypatch, compress):
     import errno
+
+    monkeypatch.setattr(store, "HASH_OFFLOAD", 1)
 
     def enospc(fd, data):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -98,6 +98,7 @@ T = TypeVar("T")
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 CHUNK_SIZE = 4 << 20  # logical bytes per zstd frame
+HASH_OFFLOAD = 4 << 20  # raw writes at least this large hash on a worker thread during write(2)
 COMPRESSIONS = ("zstd",)
 IOV_MAX = 1024
 READ_CHUNK = 8 << 20
@@ -241,12 +242,20 @@ class PageFile:
         off = self._append_offset()
         if not len(mv):
             return off
+        hashing = None
+        if self._streaming and len(mv) >= HASH_OFFLOAD:
+            # overlap: xxh3 holds the GIL on a worker thread while this one sits in write(2)
+            hashing = self._w._pool().submit(self._hash.update, mv)
         try:
             _write_all(self._fd, mv)
         except BaseException as e:
+            if hashing is not None:
+                hashing.result()
             self._fail(e)
             raise
-        if self._streaming:
+        if hashing is not None:
+            hashing.result()  # before returning: the caller may reuse its buffer
+        elif self._streaming:
             self._hash.update(mv)
         self._pos = off + len(mv)
         return off
@@ -702,7 +711,7 @@ class ImageWriter:
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
-                max_workers=max(1, len(os.sched_getaffinity(0))), thread_name_prefix="torpor-zstd"
+                max_workers=max(1, len(os.sched_getaffinity(0))), thread_name_prefix="torpor-image"
             )
         return self._executor
 
