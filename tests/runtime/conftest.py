@@ -140,6 +140,9 @@ def rt(tmp_path):
         if os.path.exists(d):
             problems.append(f"state dir {d} left")
         problems += [f"cgroup {p} left" for p in cgroup_leftovers(cid)]
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line for line in f if r.tmp in line or "/busybox" in line]
+    problems += [f"mount left: {line.strip()}" for line in mounts]
     deadline = time.monotonic() + 5
     for pid in r.pids:
         while time.monotonic() < deadline and _running(pid):
