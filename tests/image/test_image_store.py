@@ -564,3 +564,17 @@ def test_messages_stay_one_line_with_odd_paths(tmp_path):
     w = ImageWriter(tmp_path / "c", sync=False)
     with pytest.raises(ImageError):
         w.put_file("x\ny", b"")
+
+
+def test_kind_and_xfeatures_precedence(tmp_path):
+    meta = {"kind": "container", "xfeatures": 5}
+    m = ImageWriter(tmp_path / "a", sync=False).commit(meta)
+    assert (m.kind, m.xfeatures) == ("container", 5)
+    m = ImageWriter(tmp_path / "b", sync=False, kind="process-tree", xfeatures=1).commit(meta)
+    assert (m.kind, m.xfeatures) == ("process-tree", 1)
+    m = ImageWriter(tmp_path / "c", sync=False, kind="process-tree").commit(
+        meta, kind="container", xfeatures=2
+    )
+    assert (m.kind, m.xfeatures) == ("container", 2)
+    m = ImageWriter(tmp_path / "d", sync=False).commit()
+    assert (m.kind, m.xfeatures, m.meta) == ("process-tree", 0, {})

@@ -34,17 +34,19 @@ meta (free-form dict for upper layers: container config, root pid, parent image.
 
 ADDITIONS (compatible with the contract above):
 
-    ImageWriter(path, *, kind="process-tree", xfeatures=0, compress=None, compress_level=1,
+    ImageWriter(path, *, kind=None, xfeatures=None, compress=None, compress_level=1,
                 chunk_size=4 MiB, sync=True)
         compress="zstd": page files are stored as independent zstd frames of `chunk_size` logical
         bytes each plus an index <name>.idx; they are append-only (pf.fd / pf.reserve /
         pf.pwrite raise ImageError). sync=False skips every fsync (tests, benchmarks, tmpfs).
-    w.commit(meta, *, kind=None, xfeatures=None)  # also taken from meta["kind"] /
-                                         # meta["xfeatures"] when not given anywhere else
+    w.commit(meta, *, kind=None, xfeatures=None) -> Manifest
+                                         # kind/xfeatures: argument, else ImageWriter(...), else
+                                         # meta["kind"] / meta["xfeatures"]; a commit refused for
+                                         # unencodable meta can be retried
     w.abort(remove=False); ImageWriter is a context manager: an exception inside `with` aborts,
         a clean exit without commit() aborts too (the image stays marked INCOMPLETE).
     pf.pwrite(buf, off)                  # positional write into a reserved region (raw files)
-    pf.size, pf.name, pf.compressed
+    pf.size (logical bytes so far), pf.name, pf.filename, pf.compressed
     r.read_pages(name, offset, length) -> bytes   # raw and compressed page files
     r.pages_size(name) -> int            # logical size of a page file
     r.page_files() -> list[str]; r.records() -> list[str]
@@ -449,7 +451,7 @@ class ImageWriter:
         self,
         path: str | os.PathLike[str],
         *,
-        kind: str = "process-tree",
+        kind: str | None = None,
         xfeatures: int | None = None,
         compress: str | None = None,
         compress_level: int = 1,
@@ -533,7 +535,10 @@ class ImageWriter:
                     if self._files[fname].kind != PAGES:
                         self._fsync_name(fname)
             if kind is None:
-                kind = meta.get("kind") if isinstance(meta.get("kind"), str) else self.kind
+                kind = self.kind
+            if kind is None:
+                mk = meta.get("kind")
+                kind = mk if isinstance(mk, str) else "process-tree"
             if xfeatures is None:
                 xfeatures = self.xfeatures
             if xfeatures is None:
