@@ -72,6 +72,14 @@ def report_error(command: str, err: BaseException, g: GlobalOptions) -> int:
     if g.log:
         log.error(msg)
     sys.stderr.write(f"torpor: {msg}\n")
-    if g.debug and not isinstance(err, TorporError):
-        traceback.print_exception(err)
     return code
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Write a pid file atomically (containerd reads it as soon as the command returns)."""
+    import os
+
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)

@@ -129,7 +129,7 @@ def _mm_fields(pid: int, brk: int) -> MmFields:
 def dump_process(ctx: DumpContext, pid: int, tids: list[int],
                  fdlist: list[tuple[int, str, os.stat_result]]) -> Process:
     ctx.pid = pid
-    ctx.mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    ctx.mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
     try:
         maps = read_maps(pid)  # before the scratch area exists
         stat = read_stat(pid)

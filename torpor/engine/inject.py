@@ -63,7 +63,7 @@ class Injector:
             setattr(regs, reg, val & ((1 << 64) - 1))
         pt.set_regs(self.tid, regs)
         pt.singlestep(self.tid)
-        while True:
+        for _ in range(1000):
             status = pt.wait_stop(self.tid)
             sig = os.WSTOPSIG(status)
             event = pt.stop_event(status)
@@ -74,8 +74,14 @@ class Injector:
                 self.events.append((event, pt.get_event_msg(self.tid)))
                 pt.singlestep(self.tid)
                 continue
-            # a signal that cannot be blocked (SIGSTOP): swallow it, keep stepping
-            pt.singlestep(self.tid)
+            if sig == signal.SIGSTOP:  # cannot be blocked: swallow it, keep stepping
+                pt.singlestep(self.tid)
+                continue
+            raise InjectError(
+                f"task {self.tid}: injected {name} at {self.syscall_ip:#x} raised signal {sig}"
+            )
+        else:
+            raise InjectError(f"task {self.tid}: injected {name} did not complete (status {status:#x})")
         res = pt.get_regs(self.tid).rax
         if res >= (1 << 63):
             res -= 1 << 64

@@ -1,0 +1,50 @@
+"""torpor checkpoint: runsc/runc style (`checkpoint --image-path P [--leave-running] ID`),
+host processes (`checkpoint --pid PID --image-path P`), and Docker-style named checkpoints
+(`checkpoint create|ls|rm`)."""
+
+from __future__ import annotations
+
+from torpor.cli.args import Parser
+
+
+def _parser() -> Parser:
+    p = Parser("checkpoint", description="Checkpoint a container or a host process tree.")
+    p.add_argument("--image-path", help="directory to write the image to (must not exist or be empty)")
+    p.add_argument("--pid", type=int, help="checkpoint this host process (and its descendants)")
+    p.add_argument("--leave-running", action="store_true", help="keep it running after the checkpoint")
+    p.add_argument("--work-path", help="directory for the dump log and statistics")
+    p.add_argument("--file-locks", action="store_true", help="save file locks")
+    p.add_argument("--tcp-established", action="store_true", help="accepted for runc compatibility")
+    p.add_argument("--ext-unix-sk", action="store_true", help="accepted for runc compatibility")
+    p.add_argument("--shell-job", action="store_true", help="accepted for runc compatibility")
+    p.add_argument("--compress", choices=["none", "zstd"], default="none", help="compress page data")
+    p.add_argument("container_id", nargs="?", help="container to checkpoint")
+    return p
+
+
+def main(argv: list[str], g) -> int:
+    if argv and argv[0] in ("create", "ls", "rm"):
+        from torpor.cli.commands import checkpoint_named
+
+        return checkpoint_named.main(argv, g)
+    args = _parser().parse_args(argv)
+    if not args.image_path:
+        from torpor.errors import TorporError
+
+        raise TorporError("checkpoint: --image-path is required")
+    if args.pid is not None:
+        from torpor.engine.dump import checkpoint
+
+        res = checkpoint(args.pid, args.image_path, leave_running=args.leave_running)
+        if g.debug:
+            print(f"checkpointed {res.pid}: {res.threads} threads, frozen {res.frozen_seconds * 1000:.1f} ms")
+        return 0
+    if not args.container_id:
+        from torpor.errors import TorporError
+
+        raise TorporError("checkpoint: give a container ID or --pid PID")
+    from torpor.runtime import checkpoint as rt_checkpoint
+
+    rt_checkpoint.checkpoint_container(g.root, args.container_id, args.image_path,
+                                       leave_running=args.leave_running, work_path=args.work_path)
+    return 0
