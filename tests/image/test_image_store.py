@@ -578,3 +578,35 @@ def test_kind_and_xfeatures_precedence(tmp_path):
     assert (m.kind, m.xfeatures) == ("container", 2)
     m = ImageWriter(tmp_path / "d", sync=False).commit()
     assert (m.kind, m.xfeatures, m.meta) == ("process-tree", 0, {})
+
+
+def test_writer_process_killed_before_commit(tmp_path):
+    """A real crash: the writing process dies by SIGKILL in the middle of its page writes."""
+    import signal
+    import subprocess
+    import sys
+
+    p = tmp_path / "img"
+    code = (
+        "import os, signal, sys\n"
+        "from torpor.image.store import ImageWriter\n"
+        "w = ImageWriter(sys.argv[1])\n"
+        "w.put_record('tree', [1, 2, 3])\n"
+        "pf = w.page_file('pages')\n"
+        "pf.write(b'x' * (1 << 20))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(p)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert proc.returncode == -signal.SIGKILL
+    assert "pages.img" in os.listdir(p)
+    with pytest.raises(ImageError, match="incomplete"):
+        ImageReader(p)
