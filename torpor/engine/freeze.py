@@ -88,3 +88,17 @@ def kill(pid: int, tids: list[int]) -> None:
     except ProcessLookupError:
         return
     release(tids)
+    # wait until it is dead (a zombie for its parent to reap, or gone) so that the caller
+    # can tell "killed" from "still running"
+    import time
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return
+        if raw[raw.rindex(")") + 2] in "ZX":
+            return
+        time.sleep(0.001)
