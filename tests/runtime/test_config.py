@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.runtime.conftest import cgroup_leftovers
+from .conftest import cgroup_leftovers
 
 
 def _fails(rt, cid, *args, msg):

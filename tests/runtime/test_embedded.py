@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from tests.runtime.conftest import REPO, cgroup_leftovers
+from .conftest import REPO, cgroup_leftovers
 
 
 def test_embedded_run_logs_exit_status(rt):

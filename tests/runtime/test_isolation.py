@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tests.runtime.conftest import cgroup_leftovers
+from .conftest import cgroup_leftovers
 
 
 def run(rt, bundle, script, edit=None):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.runtime.conftest import COUNTER, cgroup_leftovers
+from .conftest import COUNTER, cgroup_leftovers
 
 TRAP = "trap 'exit 3' TERM; echo ready; while true; do sleep 0.05; done"
 
