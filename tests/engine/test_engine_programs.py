@@ -1,0 +1,171 @@
+"""Checkpoint (kill) + restore of real single-process workloads: each must come back with its
+PID and go on exactly where it was (no gap, no repeat), with /proc showing the same process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+from engutil import assert_running_untraced, cycle
+from helpers import (
+    PROGRAMS,
+    PYTHON,
+    assert_consecutive,
+    assert_same_process_view,
+    read_lines,
+    snapshot,
+    tids,
+    wait_for_lines,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def ints(lines: list[str]) -> list[int]:
+    return [int(x) for x in lines]
+
+
+def test_counter(compile_c, procs, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    p = procs.start([compile_c("counter"), out])
+    wait_for_lines(out, 5)
+    before = snapshot(p.pid)
+    n = len(cycle(procs, p.pid, tmp_path / "img", out))
+    wait_for_lines(out, n + 5)
+    assert_same_process_view(before, snapshot(p.pid))
+    assert_consecutive(ints(read_lines(out)))
+
+
+def test_python_counter(procs, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    p = procs.start([PYTHON, PROGRAMS / "counter.py", out])
+    wait_for_lines(out, 5)
+    before = snapshot(p.pid)
+    n = len(cycle(procs, p.pid, tmp_path / "img", out))
+    wait_for_lines(out, n + 5)
+    # Python may map/unmap memory and move fd positions on its own: compare the rest
+    assert_same_process_view(before, snapshot(p.pid), ignore=("maps", "fds"))
+    assert_consecutive(ints(read_lines(out)))
+
+
+REPORT = re.compile(r"^(\S+) n=(\d+)")
+
+
+def per_key(lines: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for ln in lines:
+        m = REPORT.match(ln)
+        if m:
+            out.setdefault(m.group(1), []).append(ln)
+    return out
+
+
+def check_per_key(lines: list[str], keys: list[str]) -> dict[str, list[str]]:
+    by = per_key(lines)
+    for k in keys:
+        assert k in by, f"no report from {k}"
+        assert_consecutive([int(REPORT.match(ln).group(2)) for ln in by[k]], what=k)
+        bad = [ln for ln in by[k] if "ok=0" in ln]
+        assert not bad, f"{k} self-check failed: {bad[:3]}"
+    return by
+
+
+THREADS = ["tp-main", "tp-spin", "tp-condw", "tp-sleeper", "tp-poller", "tp-futexw"]
+
+
+def test_threads(compile_c, procs, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    p = procs.start([compile_c("threads"), out])
+    wait_for_lines(out, 3 * len(THREADS) + len(THREADS))
+    started = {m.group(1): int(m.group(2)) for ln in read_lines(out)
+               if (m := re.match(r"start (\S+) tid=(\d+)", ln))}  # fmt: skip
+    assert sorted(started) == sorted(THREADS)
+    assert sorted(started.values()) == tids(p.pid)
+    before = snapshot(p.pid)
+    counts = {k: len(v) for k, v in per_key(read_lines(out)).items()}
+
+    cycle(procs, p.pid, tmp_path / "img", out)
+    assert tids(p.pid) == sorted(started.values()), "thread IDs differ after restore"
+
+    def all_progressed() -> bool:
+        by = per_key(read_lines(out))
+        return all(len(by.get(k, [])) >= counts.get(k, 0) + 3 for k in THREADS)
+
+    wait_until(all_progressed, 10, "every thread to report 3 more times")
+    by = check_per_key(read_lines(out), THREADS)
+    for name, tid in started.items():
+        assert all(f" tid={tid} " in ln for ln in by[name]), f"{name}: tid changed"
+    assert_same_process_view(before, snapshot(p.pid))
+
+    # the sleeper exits and main joins it: needs the sleeper's clear_child_tid futex wake
+    os.kill(p.pid, signal.SIGUSR1)
+    wait_for_lines(out, 1, timeout=5, match="^joined sleeper$")
+    wait_until(lambda: started["tp-sleeper"] not in tids(p.pid), 5, "the sleeper to be gone")
+    assert_running_untraced(p.pid)
+
+
+def test_python_threads(procs, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    keys = ["worker-0", "worker-1", "worker-2", "pool", "main"]
+    p = procs.start([PYTHON, PROGRAMS / "pythreads.py", out])
+    wait_until(lambda: all(len(v) >= 3 for v in per_key(read_lines(out)).values())
+               and len(per_key(read_lines(out))) == len(keys), 15, "reports from all threads")  # fmt: skip
+    before = snapshot(p.pid)
+    threads_before = tids(p.pid)
+    counts = {k: len(v) for k, v in per_key(read_lines(out)).items()}
+
+    cycle(procs, p.pid, tmp_path / "img", out)
+    assert tids(p.pid) == threads_before
+
+    def progressed() -> bool:
+        by = per_key(read_lines(out))
+        return all(len(by.get(k, [])) >= counts.get(k, 0) + 3 for k in keys)
+
+    wait_until(progressed, 15, "every thread to report 3 more times")
+    check_per_key(read_lines(out), keys)
+    assert_same_process_view(before, snapshot(p.pid), ignore=("maps", "fds"))
+
+
+def cpu_has(*flags: str) -> bool:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return all(fl in have for fl in flags)
+    return False
+
+
+@pytest.mark.skipif(not cpu_has("avx512f", "avx512bw"), reason="CPU lacks avx512f/avx512bw")
+def test_avx512_registers(compile_c, procs, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    p = procs.start([compile_c("avx512"), out])
+    wait_for_lines(out, 3)
+    before = snapshot(p.pid)
+    n = len(cycle(procs, p.pid, tmp_path / "img", out))
+    wait_for_lines(out, n + 5)
+    lines = read_lines(out)
+    fails = [ln for ln in lines if ln.startswith("FAIL")]
+    assert not fails, f"zmm/k registers changed across checkpoint/restore: {fails} (bit i = zmm i, bit 32+i = k i)"
+    rounds = [int(ln.split()[1]) // 32 for ln in lines]
+    assert_consecutive(rounds, what="OK rounds")
+    assert_same_process_view(before, snapshot(p.pid))
+
+
+def test_memsum_256mib(compile_c, procs, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    p = procs.start([compile_c("memsum"), out])
+    wait_for_lines(out, 2, timeout=20)
+    before = snapshot(p.pid)
+    n = len(cycle(procs, p.pid, tmp_path / "img", out))
+    wait_for_lines(out, n + 3, timeout=20)
+    lines = read_lines(out)
+    passes = [int(re.match(r"pass=(\d+) sum=(\w+)$", ln).group(1)) for ln in lines]
+    sums = {ln.split("sum=")[1] for ln in lines}
+    assert_consecutive(passes, what="passes")
+    assert len(sums) == 1, f"checksum changed after restore: {lines[n - 2 : n + 3]}"
+    assert_same_process_view(before, snapshot(p.pid))
