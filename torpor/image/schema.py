@@ -134,7 +134,18 @@ class OpenFile(Rec, tag="reg"):
     content_file_id: int = -1  # for deleted files: MappedFile with the content
 
 
-FileDesc = OpenFile  # grows into a tagged union: pipes, sockets, eventfds, ...
+class PipeFile(Rec, tag="pipe"):
+    """One end of an anonymous pipe; pipes are identified by inode, data saved once."""
+
+    id: int
+    inode: int
+    flags: int
+    size: int = 65536
+    data_len: int = 0
+    data_offset: int = 0  # in page file "pages"
+
+
+FileDesc = OpenFile | PipeFile  # a tagged union: one member per kind of file
 
 
 class Fd(Rec, array_like=True):
@@ -144,6 +155,7 @@ class Fd(Rec, array_like=True):
 
 
 class Process(Rec):
+    # pid, ppid, pgid, sid and thread ids are as seen in the process's own PID namespace
     pid: int
     ppid: int
     pgid: int
@@ -167,6 +179,10 @@ class Process(Rec):
     itimers: list[Itimer] = []
     thp_disabled: bool = False
     exit_signal: int = 17
+    zombie: bool = False
+    exit_status: int = 0  # wait status of a zombie
+    files_shared_with: int = -1  # pid of an earlier process sharing the fd table (CLONE_FILES)
+    host_pid: int = 0  # informational
 
 
 class TreeImage(Rec):

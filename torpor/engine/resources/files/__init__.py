@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 
 from torpor.engine.linux import sys as lx
 from torpor.engine.linux.procfs import read_fdinfo
-from torpor.engine.resources.files import regular
+from torpor.engine.resources.files import pipe, regular
 from torpor.errors import TorporError
 from torpor.image.schema import Fd
 
 if TYPE_CHECKING:
     from torpor.engine.dump import DumpContext
 
-KINDS = [regular]
+KINDS = [regular, pipe]
 O_CLOEXEC = 0o2000000
 KCMP_FILE = 0
 
