@@ -280,7 +280,7 @@ static void setup_memory(void)
         memfd_b = map(4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 2 * PAGE);
         close(fd); /* only the mappings keep it */
         fill(memfd_a, 16 * PAGE, 12);
-        add_region("memfd", memfd_a + 8, 16 * PAGE - 8);
+        add_region("memfd", memfd_a, 16 * PAGE);
     }
     if (has("fileprivate")) {
         int fd = make_file("private.dat", 16, 13, 0);
@@ -298,7 +298,7 @@ static void setup_memory(void)
         fsh_b = map(4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 4 * PAGE);
         close(fd);
         fill(fsh_a + 8 * PAGE, PAGE, 141); /* written through the mapping */
-        add_region("fileshared", fsh_a + 8, 16 * PAGE - 8);
+        add_region("fileshared", fsh_a, 16 * PAGE);
         fsh_fd_path_ok = 1;
     }
     if (has("guard")) {
@@ -344,27 +344,33 @@ static void report_memory(long seq)
         kv(key, "%016lx", (unsigned long)fnv(regions[i].p, regions[i].len));
     }
     if (memfd_a) {
-        /* the two mappings show the same pages */
-        *(volatile long *)memfd_a = seq;
-        kv("memfd.coherent", "%d", *(volatile long *)(memfd_a + 2 * PAGE) ==
-                                       *(volatile long *)memfd_b &&
-                                       *(volatile long *)memfd_a == seq);
-        *(volatile long *)(memfd_a + 2 * PAGE + 64) = seq;
-        kv("memfd.coherent2", "%d", *(volatile long *)(memfd_b + 64) == seq);
+        /* the two mappings show the same pages (the probe word is put back afterwards) */
+        volatile long *a = (volatile long *)(memfd_a + 2 * PAGE + 64);
+        volatile long *b = (volatile long *)(memfd_b + 64);
+        long orig = *a;
+        int ok = *b == orig;
+        *a = seq;
+        ok &= *b == seq;
+        *b = orig;
+        kv("memfd.coherent", "%d", ok && *a == orig);
     }
     if (fsh_a) {
-        *(volatile long *)fsh_a = seq;
-        *(volatile long *)(fsh_a + 4 * PAGE) = seq;
-        long via_b = *(volatile long *)fsh_b, via_file = -1;
+        volatile long *a = (volatile long *)(fsh_a + 4 * PAGE + 64);
+        volatile long *b = (volatile long *)(fsh_b + 64);
+        long orig = *a, via_file = -1;
+        int ok = *b == orig;
+        *a = seq;
+        ok &= *b == seq;
         char p[512];
         path(p, sizeof p, "shared.dat");
         int fd = open(p, O_RDONLY | O_CLOEXEC);
         if (fd >= 0) {
-            if (pread(fd, &via_file, sizeof via_file, 4 * PAGE) != sizeof via_file)
+            if (pread(fd, &via_file, sizeof via_file, 4 * PAGE + 64) != sizeof via_file)
                 via_file = -2;
             close(fd);
         }
-        kv("fileshared.coherent_mapping", "%d", via_b == seq);
+        *b = orig;
+        kv("fileshared.coherent_mapping", "%d", ok && *a == orig);
         kv("fileshared.coherent_file", "%d", via_file == seq);
     }
     if (guard) {

@@ -1,0 +1,147 @@
+"""The `state` workload sets a broad set of process attributes and reports them (and checksums
+of every kind of memory) about every 100 ms; the last report before a checkpoint must equal the
+reports after the restore. One test per attribute group (so a failure names the feature) and
+one with everything at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+from pathlib import Path
+
+import pytest
+from engutil import cycle
+from helpers import (
+    assert_same_process_view,
+    read_lines,
+    snapshot,
+    wait_for_lines,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(45)
+
+GROUPS = [
+    "sig", "altstack", "prctl", "creds", "rlimit", "itimer", "cwd", "shanon", "memfd",
+    "fileprivate", "fileshared", "guard", "delbefore", "delafter", "brk", "fds", "task",
+]  # fmt: skip
+PAGE = 4096
+
+
+def reports(out: Path) -> list[dict[str, str]]:
+    """Complete reports in OUT, oldest first."""
+    res, cur = [], None
+    for ln in read_lines(out):
+        if ln.startswith("begin seq="):
+            cur = {"seq": ln.split("=", 1)[1]}
+        elif ln.startswith("end seq=") and cur is not None:
+            res.append(cur)
+            cur = None
+        elif cur is not None and "=" in ln:
+            k, v = ln.split("=", 1)
+            cur[k] = v
+        elif ln.startswith("setup-error"):
+            raise AssertionError(f"state program: {ln}")
+    return res
+
+
+def stable(rep: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in rep.items() if k != "seq" and not k.startswith("var.")}
+
+
+def wait_reports(out: Path, n: int, timeout: float = 10) -> list[dict[str, str]]:
+    return wait_until(lambda: (r := reports(out)) and len(r) >= n and r, timeout, f"{n} reports")  # type: ignore[return-value]
+
+
+def file_digest(path: Path, skip: tuple[int, ...] = ()) -> str:
+    data = bytearray(path.read_bytes())
+    for off in skip:  # words the program rewrites in every report
+        data[off : off + 8] = b"\0" * 8
+    return hashlib.sha256(data).hexdigest()
+
+
+def sanity(rep: dict[str, str]) -> None:
+    """Values that are right by construction (checked before and after)."""
+    want_one = [k for k in rep if k.endswith((".ok", ".coherent", ".expected"))
+                or k.startswith("fileshared.coherent")]  # fmt: skip
+    bad = {k: rep[k] for k in want_one if rep[k] != "1"}
+    assert not bad, f"self-checks failed: {bad}"
+    if "rseq" in rep:
+        assert rep["rseq"] == "registered", f"rseq: {rep['rseq']}"
+    if "pdeath_fired" in rep:
+        assert rep["pdeath_fired"] == "0", "the parent-death signal was delivered"
+    if "guard.perms" in rep:
+        assert rep["guard.perms"] == "rw-p/---p/rw-p", rep["guard.perms"]
+
+
+def run_state(compile_c, procs, tmp_path: Path, groups: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    out = tmp_path / "out"
+    p = procs.start([compile_c("state"), out, work, groups])
+    wait_reports(out, 2)
+    sel = set(GROUPS) if groups == "all" else set(groups.split(","))
+
+    before = snapshot(p.pid)
+    digests = {}
+    if "fileprivate" in sel:
+        digests["private.dat"] = file_digest(work / "private.dat")
+    if "fileshared" in sel:
+        digests["shared.dat"] = file_digest(work / "shared.dat", skip=(4 * PAGE + 64,))
+    delafter_ranges = [ln.split()[0] for ln in before["maps"] if "delafter.dat" in ln]
+
+    def between() -> None:
+        if "delafter" in sel:
+            (work / "delafter.dat").unlink()
+
+    cycle(procs, p.pid, tmp_path / "img", out, between=between)
+    last = reports(out)[-1]
+    sanity(last)
+    after_reps = wait_reports(out, int(last["seq"]) + 2)
+    first_after = after_reps[int(last["seq"])]
+    assert int(first_after["seq"]) == int(last["seq"]) + 1, "report numbers are not consecutive"
+    b, a = stable(last), stable(first_after)
+    diff = {k: (b.get(k), a.get(k)) for k in sorted(set(b) | set(a)) if b.get(k) != a.get(k)}
+    assert not diff, f"report differs after restore (key: (before, after)): {diff}"
+    sanity(first_after)
+
+    after = snapshot(p.pid)
+    if delafter_ranges:  # the file is gone now; the mapping's name may say so
+        for snap in (before, after):
+            snap["maps"] = [ln for ln in snap["maps"] if ln.split()[0] not in delafter_ranges]
+    assert_same_process_view(before, after)
+    if "fileprivate" in sel:
+        assert file_digest(work / "private.dat") == digests["private.dat"], (
+            "private.dat changed: copy-on-write pages were written to the file"
+        )
+    if "fileshared" in sel:
+        assert file_digest(work / "shared.dat", skip=(4 * PAGE + 64,)) == digests["shared.dat"]
+
+    if "itimer" in sel:
+        n0 = int(first_after["var.alarms"])
+        wait_until(lambda: int(reports(out)[-1]["var.alarms"]) >= n0 + 10, 5,
+                   "ITIMER_REAL to keep firing")  # fmt: skip
+        assert int(first_after["var.alarms"]) >= int(last["var.alarms"])
+    if sel & {"sig", "altstack"}:
+        os.kill(p.pid, signal.SIGUSR1)
+        lines = wait_for_lines(out, 1, timeout=5, match="^drain done$")
+        drained = [ln for ln in lines if ln.startswith("drained ")]
+        if "sig" in sel:
+            got = [tuple(int(x) for x in re.findall(r"=(-?\d+)", ln)) for ln in drained]
+            want = [(46, 333, -1, p.pid, 0), (12, 0x1234, -1, p.pid, 0),
+                    (45, 111, -1, p.pid, 0), (45, 222, -1, p.pid, 0)]  # fmt: skip
+            assert got == want, "pending signals (sig, value, code, pid, uid) differ"
+        if "altstack" in sel:
+            assert "usr1 altstack=1" in lines, "SIGUSR1 handler did not run on the sigaltstack"
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_state_group(compile_c, procs, tmp_path: Path, group: str) -> None:
+    run_state(compile_c, procs, tmp_path, group)
+
+
+def test_state_all(compile_c, procs, tmp_path: Path) -> None:
+    run_state(compile_c, procs, tmp_path, "all")
