@@ -2,9 +2,13 @@
  * (pthread_setname_np), signal mask and __thread variables:
  *   spin    computes, reads the clock (vDSO) to report every 50 ms
  *   condw   waits in pthread_cond_wait, woken by main every 50 ms
- *   sleeper nanosleep(50 ms) loop; exits when main gets SIGUSR1, and main joins it
+ *   sleeper clock_nanosleep(TIMER_ABSTIME) to the next 50 ms tick; ok=0 if that ever fails
+ *           (EINTR: an interrupted absolute sleep must be restarted, not failed); exits when
+ *           main gets SIGUSR1, and main joins it
  *   poller  poll(NULL, 0, 50) loop
  *   futexw  raw FUTEX_WAIT with a 50 ms timeout on a word nobody changes
+ *   pauser  sigsuspend() with every signal blocked: it must never return; if it does it
+ *           writes "tp-pauser woke" (a wrongly failed restart of an interrupted syscall)
  * Lines: "start NAME tid=TID" once, then "NAME n=N tid=TID tag=TAG ok=1" where n is a
  * per-thread __thread counter (consecutive, no gap, no repeat) and ok=1 means that the
  * thread's TLS tag, tid, name and sigmask are still what the thread set.
@@ -18,11 +22,11 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 
-enum { T_MAIN, T_SPIN, T_CONDW, T_SLEEPER, T_POLLER, T_FUTEXW, NT };
+enum { T_MAIN, T_SPIN, T_CONDW, T_SLEEPER, T_POLLER, T_FUTEXW, T_PAUSER, NT };
 static const char *names[NT] = {"tp-main", "tp-spin", "tp-condw", "tp-sleeper", "tp-poller",
-                                "tp-futexw"};
+                                "tp-futexw", "tp-pauser"};
 /* a signal blocked by one thread only (SIGUSR1 is blocked by every thread but main) */
-static const int own_sig[NT] = {0, SIGUSR2, SIGHUP, SIGWINCH, 40, 41};
+static const int own_sig[NT] = {0, SIGUSR2, SIGHUP, SIGWINCH, 40, 41, 42};
 
 static int out_fd;
 static __thread long tls_n;
@@ -65,11 +69,13 @@ static int self_check(void)
     return 1;
 }
 
+static __thread int tls_failed;
+
 static void report(void)
 {
     tls_n++;
     tp_printf(out_fd, "%s n=%ld tid=%d tag=%lx ok=%d\n", names[tls_idx], tls_n, tls_tid,
-              tls_tag, self_check());
+              tls_tag, self_check() && !tls_failed);
 }
 
 static void setup_thread(int idx)
@@ -125,8 +131,19 @@ static void *sleeper(void *arg)
 {
     (void)arg;
     setup_thread(T_SLEEPER);
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
     while (!stop_sleeper) {
-        tp_sleep_ms(50);
+        next.tv_nsec += 50 * 1000000L;
+        if (next.tv_nsec >= 1000000000L) {
+            next.tv_nsec -= 1000000000L;
+            next.tv_sec++;
+        }
+        int err = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+        if (err) {
+            tls_failed = 1;
+            tp_printf(out_fd, "tp-sleeper clock_nanosleep failed: %s\n", strerror(err));
+        }
         report();
     }
     return NULL;
@@ -155,6 +172,19 @@ static void *futexw(void *arg)
     return NULL;
 }
 
+static void *pauser(void *arg)
+{
+    (void)arg;
+    setup_thread(T_PAUSER);
+    sigset_t all;
+    sigfillset(&all);
+    for (;;) {
+        sigsuspend(&all);
+        tp_printf(out_fd, "tp-pauser woke: %s\n", strerror(errno));
+    }
+    return NULL;
+}
+
 static void on_usr1(int sig)
 {
     (void)sig;
@@ -177,7 +207,7 @@ int main(int argc, char **argv)
     sigemptyset(&all);
     sigaddset(&all, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
-    void *(*fns[NT])(void *) = {NULL, spin, condw, sleeper, poller, futexw};
+    void *(*fns[NT])(void *) = {NULL, spin, condw, sleeper, poller, futexw, pauser};
     pthread_t th[NT];
     for (int i = 1; i < NT; i++)
         if (pthread_create(&th[i], NULL, fns[i], NULL) != 0)
