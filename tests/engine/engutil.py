@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import Procs, alive, checkpoint, proc_stat, read_lines, restore, status
+from helpers import (
+    Procs,
+    alive,
+    assert_consecutive,
+    checkpoint,
+    proc_stat,
+    read_lines,
+    restore,
+    status,
+    wait_until,
+)
 
 
 def assert_running_untraced(pid: int) -> None:
@@ -57,3 +68,88 @@ def cycle(procs: Procs, pid: int, image: Path, out: Path | None = None,
         between()
     restore_same(procs, image, pid)
     return lines
+
+
+# ------------------------------------------------ "KEY n=N" progress lines (threads programs)
+
+REPORT = re.compile(r"^(\S+) n=(\d+)")
+
+
+def per_key(lines: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for ln in lines:
+        m = REPORT.match(ln)
+        if m:
+            out.setdefault(m.group(1), []).append(ln)
+    return out
+
+
+def check_per_key(lines: list[str], keys: list[str]) -> dict[str, list[str]]:
+    by = per_key(lines)
+    for k in keys:
+        assert k in by, f"no report from {k}"
+        assert_consecutive([int(REPORT.match(ln).group(2)) for ln in by[k]], what=k)
+        bad = [ln for ln in by[k] if "ok=0" in ln]
+        assert not bad, f"{k} self-check failed: {bad[:3]}"
+    return by
+
+
+THREADS = ["tp-main", "tp-spin", "tp-condw", "tp-sleeper", "tp-poller", "tp-futexw"]
+ALL_THREADS = [*THREADS, "tp-pauser"]  # the pauser sits in sigsuspend and never reports
+
+
+def cpu_has(*flags: str) -> bool:
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return all(fl in have for fl in flags)
+    return False
+
+
+
+# ------------------------------------------------ reports of the state program
+
+GROUPS = [
+    "sig", "altstack", "prctl", "creds", "rlimit", "itimer", "cwd", "shanon", "memfd",
+    "fileprivate", "fileshared", "guard", "delbefore", "delafter", "brk", "fds", "task",
+]  # fmt: skip
+def reports(out: Path) -> list[dict[str, str]]:
+    """Complete reports in OUT, oldest first."""
+    res, cur = [], None
+    for ln in read_lines(out):
+        if ln.startswith("begin seq="):
+            cur = {"seq": ln.split("=", 1)[1]}
+        elif ln.startswith("end seq=") and cur is not None:
+            res.append(cur)
+            cur = None
+        elif cur is not None and "=" in ln:
+            k, v = ln.split("=", 1)
+            cur[k] = v
+        elif ln.startswith("setup-error"):
+            raise AssertionError(f"state program: {ln}")
+    return res
+
+
+def stable(rep: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in rep.items() if k != "seq" and not k.startswith("var.")}
+
+
+def wait_reports(out: Path, n: int, timeout: float = 10) -> list[dict[str, str]]:
+    return wait_until(lambda: (r := reports(out)) and len(r) >= n and r, timeout, f"{n} reports")  # type: ignore[return-value]
+
+
+def sanity(rep: dict[str, str]) -> None:
+    """Values that are right by construction (checked before and after)."""
+    want_one = [k for k in rep if k.endswith((".ok", ".coherent", ".expected"))
+                or k.startswith("fileshared.coherent")]  # fmt: skip
+    bad = {k: rep[k] for k in want_one if rep[k] != "1"}
+    assert not bad, f"self-checks failed: {bad}"
+    if "rseq" in rep:
+        assert rep["rseq"] == "registered", f"rseq: {rep['rseq']}"
+    if "pdeath_fired" in rep:
+        assert rep["pdeath_fired"] == "0", "the parent-death signal was delivered"
+    if "guard.perms" in rep:
+        assert rep["guard.perms"] == "rw-p/---p/rw-p", rep["guard.perms"]
+
+

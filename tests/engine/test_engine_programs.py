@@ -10,7 +10,15 @@ import signal
 from pathlib import Path
 
 import pytest
-from engutil import assert_running_untraced, cycle
+from engutil import (
+    ALL_THREADS,
+    THREADS,
+    assert_running_untraced,
+    check_per_key,
+    cpu_has,
+    cycle,
+    per_key,
+)
 from helpers import (
     PROGRAMS,
     PYTHON,
@@ -53,30 +61,6 @@ def test_python_counter(procs, tmp_path: Path) -> None:
     assert_consecutive(ints(read_lines(out)))
 
 
-REPORT = re.compile(r"^(\S+) n=(\d+)")
-
-
-def per_key(lines: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for ln in lines:
-        m = REPORT.match(ln)
-        if m:
-            out.setdefault(m.group(1), []).append(ln)
-    return out
-
-
-def check_per_key(lines: list[str], keys: list[str]) -> dict[str, list[str]]:
-    by = per_key(lines)
-    for k in keys:
-        assert k in by, f"no report from {k}"
-        assert_consecutive([int(REPORT.match(ln).group(2)) for ln in by[k]], what=k)
-        bad = [ln for ln in by[k] if "ok=0" in ln]
-        assert not bad, f"{k} self-check failed: {bad[:3]}"
-    return by
-
-
-THREADS = ["tp-main", "tp-spin", "tp-condw", "tp-sleeper", "tp-poller", "tp-futexw"]
-ALL_THREADS = [*THREADS, "tp-pauser"]  # the pauser sits in sigsuspend and never reports
 
 
 def test_threads(compile_c, procs, tmp_path: Path) -> None:
@@ -132,15 +116,6 @@ def test_python_threads(procs, tmp_path: Path) -> None:
     wait_until(progressed, 15, "every thread to report 3 more times")
     check_per_key(read_lines(out), keys)
     assert_same_process_view(before, snapshot(p.pid), ignore=("maps", "fds"))
-
-
-def cpu_has(*flags: str) -> bool:
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return all(fl in have for fl in flags)
-    return False
 
 
 @pytest.mark.skipif(not cpu_has("avx512f", "avx512bw"), reason="CPU lacks avx512f/avx512bw")

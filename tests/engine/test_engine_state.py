@@ -13,10 +13,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from engutil import cycle
+from engutil import GROUPS, cycle, reports, sanity, stable, wait_reports
 from helpers import (
     assert_same_process_view,
-    read_lines,
     snapshot,
     wait_for_lines,
     wait_until,
@@ -24,36 +23,7 @@ from helpers import (
 
 pytestmark = pytest.mark.timeout(45)
 
-GROUPS = [
-    "sig", "altstack", "prctl", "creds", "rlimit", "itimer", "cwd", "shanon", "memfd",
-    "fileprivate", "fileshared", "guard", "delbefore", "delafter", "brk", "fds", "task",
-]  # fmt: skip
 PAGE = 4096
-
-
-def reports(out: Path) -> list[dict[str, str]]:
-    """Complete reports in OUT, oldest first."""
-    res, cur = [], None
-    for ln in read_lines(out):
-        if ln.startswith("begin seq="):
-            cur = {"seq": ln.split("=", 1)[1]}
-        elif ln.startswith("end seq=") and cur is not None:
-            res.append(cur)
-            cur = None
-        elif cur is not None and "=" in ln:
-            k, v = ln.split("=", 1)
-            cur[k] = v
-        elif ln.startswith("setup-error"):
-            raise AssertionError(f"state program: {ln}")
-    return res
-
-
-def stable(rep: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in rep.items() if k != "seq" and not k.startswith("var.")}
-
-
-def wait_reports(out: Path, n: int, timeout: float = 10) -> list[dict[str, str]]:
-    return wait_until(lambda: (r := reports(out)) and len(r) >= n and r, timeout, f"{n} reports")  # type: ignore[return-value]
 
 
 def file_digest(path: Path, skip: tuple[int, ...] = ()) -> str:
@@ -61,20 +31,6 @@ def file_digest(path: Path, skip: tuple[int, ...] = ()) -> str:
     for off in skip:  # words the program rewrites in every report
         data[off : off + 8] = b"\0" * 8
     return hashlib.sha256(data).hexdigest()
-
-
-def sanity(rep: dict[str, str]) -> None:
-    """Values that are right by construction (checked before and after)."""
-    want_one = [k for k in rep if k.endswith((".ok", ".coherent", ".expected"))
-                or k.startswith("fileshared.coherent")]  # fmt: skip
-    bad = {k: rep[k] for k in want_one if rep[k] != "1"}
-    assert not bad, f"self-checks failed: {bad}"
-    if "rseq" in rep:
-        assert rep["rseq"] == "registered", f"rseq: {rep['rseq']}"
-    if "pdeath_fired" in rep:
-        assert rep["pdeath_fired"] == "0", "the parent-death signal was delivered"
-    if "guard.perms" in rep:
-        assert rep["guard.perms"] == "rw-p/---p/rw-p", rep["guard.perms"]
 
 
 def run_state(compile_c, procs, tmp_path: Path, groups: str) -> None:
