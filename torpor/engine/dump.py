@@ -10,6 +10,7 @@ from __future__ import annotations
 import mmap
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torpor.engine import freeze
@@ -41,6 +42,8 @@ class DumpContext:
     files: list = field(default_factory=list)
     fd_owner: dict = field(default_factory=dict)
     mapped_files: dict = field(default_factory=dict)
+    pipes: dict = field(default_factory=dict)
+    external: Callable[[int, int, str], str | None] | None = None
     _buf: mmap.mmap | None = None
 
     def __post_init__(self) -> None:
@@ -191,6 +194,24 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
         os.close(ctx.mem_fd)
 
 
+def _ns_ids(pid: int, tid: int | None = None) -> tuple[int, int, int]:
+    """(pid or tid, pgid, sid) as seen inside the task's own PID namespace."""
+    st = read_status(pid, tid)
+    last = lambda key: int(st[key].split()[-1])  # noqa: E731 - innermost namespace
+    return last("NSpid"), last("NSpgid"), last("NSsid")
+
+
+def _zombie(pid: int, vpid_of: dict[int, int]) -> Process:
+    f = read_stat(pid)
+    vpid, vpgid, vsid = _ns_ids(pid)
+    return Process(
+        pid=vpid, ppid=vpid_of.get(int(f[4]), 0), pgid=vpgid, sid=vsid, comm=f[2], threads=[],
+        vmas=[], mm=MmFields(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b"", ""), fds=[], sigactions=[],
+        shared_pending=[], creds=task.dump_creds(pid), rlimits=[], cwd="/", root="/", umask=0o22,
+        personality=0, zombie=True, exit_status=int(f[52]), exit_signal=int(f[38]), host_pid=pid,
+    )
+
+
 @dataclass
 class CheckpointResult:
     pid: int
@@ -202,45 +223,93 @@ class CheckpointResult:
     total_seconds: float
 
 
-def checkpoint(pid: int, image_path: str, leave_running: bool = False,
-               meta: dict | None = None) -> CheckpointResult:
-    """Checkpoint process `pid` (and its threads) into a new image at image_path."""
+KCMP_FILES = 2
+
+
+def checkpoint_tree(
+    root_pid: int,
+    image_path: str,
+    *,
+    leave_running: bool = False,
+    freezer: str | None = None,
+    meta: dict | None = None,
+    on_frozen: Callable[[ImageWriter], None] | None = None,
+    external: Callable[[int, int, str], str | None] | None = None,
+) -> CheckpointResult:
+    """Checkpoint root_pid and all its descendants into a new image at image_path.
+
+    freezer: a freezer cgroup directory holding the tree (containers); on_frozen(writer) runs
+    while the tree is stopped, for the caller's own files; external(pid, fd, link) may name
+    an fd that restore will be handed by its caller instead of recreating it."""
     t0 = time.monotonic()
-    if pid == os.getpid():
+    if root_pid == os.getpid():
         raise freeze.FreezeError("torpor cannot checkpoint itself")
-    writer = ImageWriter(image_path)  # refuses a used path before the process is touched
-    tids: list[int] = []
+    writer = ImageWriter(image_path)  # refuses a used path before any process is touched
+    tree = None
     ctx = None
     try:
-        tids = freeze.seize_process(pid)
+        tree = freeze.seize_tree(root_pid, freezer)
         t_frozen = time.monotonic()
-        fdlist = files.scan(pid)  # fails on unknown kinds before anything is changed
-        ctx = DumpContext(writer)
-        proc = dump_process(ctx, pid, tids, fdlist)
-        xstate = proc.threads[0].xstate
-        tree = TreeImage(
-            schema_version=SCHEMA_VERSION, root_pid=pid, processes=[proc], files=ctx.files,
-            mapped_files=sorted(ctx.mapped_files.values(), key=lambda m: m.id),
+        live = [p for p in tree.order if p not in tree.zombies]
+        if os.getpid() in live:
+            raise freeze.FreezeError("torpor cannot checkpoint a tree that contains itself")
+        fdlists = {p: files.scan(p, external) for p in live}  # unknown kinds fail here
+        ctx = DumpContext(writer, external=external)
+        vpid_of = {p: _ns_ids(p)[0] for p in tree.order}
+        procs: list[Process] = []
+        for p in tree.order:
+            if p in tree.zombies:
+                procs.append(_zombie(p, vpid_of))
+                continue
+            proc = dump_process(ctx, p, tree.tids[p], fdlists[p])
+            proc.pid, proc.pgid, proc.sid = _ns_ids(p)
+            proc.ppid = vpid_of.get(int(read_stat(p)[4]), 0)
+            proc.host_pid = p
+            for th, tid in zip(proc.threads, tree.tids[p], strict=True):
+                th.tid = _ns_ids(p, tid)[0]
+            for other in procs:  # a shared fd table (CLONE_FILES) is recreated by the clone
+                if not other.zombie and other.host_pid and _kcmp(other.host_pid, p, KCMP_FILES):
+                    proc.files_shared_with = other.pid
+                    break
+            procs.append(proc)
+        xstate = procs[0].threads[0].xstate
+        image = TreeImage(
+            schema_version=SCHEMA_VERSION, root_pid=procs[0].pid, processes=procs,
+            files=ctx.files, mapped_files=sorted(ctx.mapped_files.values(), key=lambda m: m.id),
             xfeatures=pt.xstate_features(xstate) or xcr0(), xstate_size=len(xstate),
         )
-        writer.put_record("tree", tree)
-        writer.commit({
-            "kind": "process-tree", "root_pid": pid, "xfeatures": tree.xfeatures,
-            **(meta or {}),
-        })
+        writer.put_record("tree", image)
+        if on_frozen is not None:
+            on_frozen(writer)
+        writer.commit({"kind": "process-tree", "root_pid": root_pid, "xfeatures": image.xfeatures,
+                       **(meta or {})})
     except BaseException:
         try:
             writer.abort()
         finally:
-            freeze.release(tids)
+            if tree is not None:
+                freeze.release(tree)
             if ctx:
                 ctx.close()
         raise
     ctx.close()
-    pages_bytes = ctx.pages.size if hasattr(ctx.pages, "size") else 0
     if leave_running:
-        freeze.release(tids)
+        freeze.release(tree)
     else:
-        freeze.kill(pid, tids)
+        freeze.kill(tree)
     t_end = time.monotonic()
-    return CheckpointResult(pid, image_path, 1, len(tids), pages_bytes, t_end - t_frozen, t_end - t0)
+    return CheckpointResult(root_pid, image_path, len(tree.order), len(tree.all_tids()),
+                            ctx.pages.size, t_end - t_frozen, t_end - t0)
+
+
+def _kcmp(pid1: int, pid2: int, kind: int) -> bool:
+    try:
+        return lx.syscall(lx.NR["kcmp"], pid1, pid2, kind, 0, 0) == 0
+    except OSError:
+        return False
+
+
+def checkpoint(pid: int, image_path: str, leave_running: bool = False,
+               meta: dict | None = None) -> CheckpointResult:
+    """Checkpoint a host process and its descendants."""
+    return checkpoint_tree(pid, image_path, leave_running=leave_running, meta=meta)

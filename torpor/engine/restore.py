@@ -16,6 +16,7 @@ import os
 import signal
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torpor.engine.clone import fork_with_pid
@@ -69,11 +70,13 @@ class RestoreResult:
 class FileOpener:
     """Opens in the restorer every file the image needs, before any task exists."""
 
-    def __init__(self, tree: TreeImage, pages: memoryview) -> None:
+    def __init__(self, tree: TreeImage, pages: memoryview, inherit_fds: dict[str, int]) -> None:
         self.tree = tree
         self.pages = pages
+        self.inherit_fds = inherit_fds
         self.mapped: dict[int, int] = {}  # MappedFile id -> restorer fd
         self.ghosts: dict[int, int] = {}
+        self.pipes: dict[int, list] = {}
         self.fds: list[int] = []
 
     def close(self) -> None:
@@ -83,7 +86,15 @@ class FileOpener:
             except OSError:
                 pass
 
+    high = 0  # retained fds are moved at or above this (clear of the planned numbers)
+
     def _keep(self, fd: int) -> int:
+        if self.high and fd < self.high:
+            import fcntl
+
+            moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, self.high)
+            os.close(fd)
+            fd = moved
         self.fds.append(fd)
         return fd
 
@@ -149,10 +160,11 @@ def _free_address(size: int, avoid: list[tuple[int, int]], start: int = 0x100000
     raise RestoreError("no free address range for the restorer's scratch area")
 
 
-def _check_pids_free(proc: Process) -> None:
-    for th in proc.threads:
-        if os.path.exists(f"/proc/{th.tid}"):
-            raise AlreadyExists(f"cannot restore: PID {th.tid} is in use")
+def _check_pids_free(tree: TreeImage) -> None:
+    for proc in tree.processes:
+        for tid in [proc.pid] + [th.tid for th in proc.threads]:
+            if os.path.exists(f"/proc/{tid}"):
+                raise AlreadyExists(f"cannot restore: PID {tid} is in use")
 
 
 def _special_areas(maps) -> dict[str, tuple[int, int]]:
@@ -163,7 +175,7 @@ def _special_areas(maps) -> dict[str, tuple[int, int]]:
 
 def _check_vdso(proc: Process) -> None:
     mine = _special_areas(read_maps(os.getpid(), with_flags=False))
-    for v in proc.vmas:
+    for v in (v for p in [proc] for v in p.vmas):
         if v.kind in SPECIALS:
             cur = mine.get(v.kind)
             if cur is None or cur[1] - cur[0] != v.end - v.start:
@@ -173,14 +185,85 @@ def _check_vdso(proc: Process) -> None:
                 )
 
 
-# ------------------------------------------------------------------------ restore
+# -------------------------------------------------------------------------- plan
 
 
-def _child(fd_plan: dict[int, tuple[int, bool]], keep: set[int], proc: Process) -> None:
-    """Runs in the forked child (still Python): fds, cwd, session; then stops for the tracer."""
+class Plan:
+    """Fixed fd numbers for everything the tree needs, known to the restorer and the child.
+
+    Helper fds sit above every fd any saved process used, so arranging a process's own fds
+    never clobbers them: mapped file k at base+k, file description j at base+M+j, the
+    executable of process i at base+M+F+i. Every task inherits them (fork) until its end."""
+
+    def __init__(self, tree: TreeImage) -> None:
+        self.tree = tree
+        top = max([f.fd for p in tree.processes for f in p.fds] + [2])
+        self.base = max(top + 1, 3)
+        self.nmapped = len(tree.mapped_files)
+        self.nfiles = len(tree.files)
+        live = [p for p in tree.processes if not p.zombie]
+        self.exe_index = {p.pid: i for i, p in enumerate(live)}
+        self.end = self.base + self.nmapped + self.nfiles + len(live)
+
+    def mapped(self, k: int) -> int:
+        return self.base + k
+
+    def file(self, j: int) -> int:
+        return self.base + self.nmapped + j
+
+    def exe(self, pid: int) -> int:
+        return self.base + self.nmapped + self.nfiles + self.exe_index[pid]
+
+
+def _open_all(plan: Plan, opener: FileOpener) -> None:
+    """In the root child: open every file of the tree and put it at its planned number."""
+    tree = plan.tree
+    writable_shared = {v.file_id for p in tree.processes for v in p.vmas
+                       if v.shared and v.prot & lx.PROT_WRITE}
+    used = {v.file_id for p in tree.processes for v in p.vmas if v.file_id >= 0}
+    for mf in tree.mapped_files:
+        if mf.id in used:
+            fd = opener.mapped_file(mf, mf.id in writable_shared)
+            os.dup2(fd, plan.mapped(mf.id))
+    for rec in tree.files:
+        fd = fdkinds.open_for_restore(rec, opener)
+        os.dup2(fd, plan.file(rec.id))
+        if fd != plan.file(rec.id):
+            os.close(fd)
+    for p in tree.processes:
+        if p.zombie:
+            continue
+        path = p.mm.exe.removesuffix(" (deleted)")
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as err:
+            raise RestoreError(f"executable {path} needed by the image: {err.strerror}") from None
+        if fd != plan.exe(p.pid):
+            os.dup2(fd, plan.exe(p.pid))
+            os.close(fd)
+
+
+def _root_child(plan: Plan, opener: FileOpener, report_fd: int,
+                child_setup: Callable[[], None] | None) -> None:
+    """The root task while it is still Python: caller's setup, files, fds, cwd, session;
+    then report and stop for the tracer. Never returns."""
+    root = plan.tree.processes[0]
     try:
-        for target, (src, cloexec) in fd_plan.items():
-            os.dup2(src, target, inheritable=not cloexec)
+        if child_setup is not None:
+            child_setup()
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < plan.end + 1024:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, plan.end + 4096), hard))
+        # everything this child holds on to moves above the planned numbers first
+        opener.high = plan.end + 512
+        report_fd = opener._keep(report_fd)
+        opener.inherit_fds = {k: opener._keep(os.dup(v)) for k, v in opener.inherit_fds.items()}
+        _open_all(plan, opener)
+        for f in root.fds:
+            os.dup2(plan.file(f.file_id), f.fd, inheritable=not f.cloexec)
+        keep = {f.fd for f in root.fds} | set(range(plan.base, plan.end)) | {report_fd}
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
             if fd not in keep:
@@ -189,92 +272,121 @@ def _child(fd_plan: dict[int, tuple[int, bool]], keep: set[int], proc: Process) 
                 except OSError:
                     pass
         try:
-            os.chdir(proc.cwd)
+            os.chdir(root.cwd)
         except OSError:
             pass
-        os.umask(proc.umask)
-        if proc.sid == proc.pid:
+        os.umask(root.umask)
+        if root.sid == root.pid and os.getsid(0) != os.getpid():
             os.setsid()
-        elif proc.pgid == proc.pid:
+        elif root.pgid == root.pid and os.getpgid(0) != os.getpid():
             os.setpgid(0, 0)
+        os.write(report_fd, b"OK")
+        os.close(report_fd)
         pt.ptrace(pt.TRACEME, 0)
         os.kill(os.getpid(), signal.SIGSTOP)
-    finally:
-        os._exit(127)  # only reached if the tracer let go without rebuilding us
+    except BaseException as err:  # noqa: BLE001 - reported to the restorer, then exit
+        msg = str(err) if isinstance(err, TorporError) else f"{type(err).__name__}: {err}"
+        try:
+            os.write(report_fd, msg.encode()[:4000] or b"error")
+        except OSError:
+            pass
+    os._exit(127)
 
 
-def restore(image_path: str) -> RestoreResult:
+# ------------------------------------------------------------------------ restore
+
+
+@dataclass
+class Built:
+    """A task being rebuilt: host pid, injectors for its threads, its scratch."""
+
+    proc: Process
+    host: int
+    inj: Injector
+    mem_fd: int
+    threads: dict[int, Injector] = field(default_factory=dict)  # vtid -> injector
+    host_tids: dict[int, int] = field(default_factory=dict)  # vtid -> host tid
+
+
+def restore_tree(image_path: str, *, clone_flags: int = 0,
+                 child_setup: Callable[[], None] | None = None,
+                 inherit_fds: dict[str, int] | None = None) -> RestoreResult:
+    """Rebuild the process tree of an image; returns when it runs again.
+
+    The root task is forked from the calling process with clone3(clone_flags, set_tid=[root
+    pid]); with CLONE_NEWPID it is PID 1 of a new PID namespace. child_setup() runs in it
+    first (still Python): the caller's chance to set up mounts, cgroup, hostname. The caller
+    ends up the parent of the restored root."""
     t0 = time.monotonic()
     reader = ImageReader(image_path)
     tree = reader.record("tree", TreeImage)
     if tree.schema_version > SCHEMA_VERSION:
-        raise ImageError(f"image {image_path}: schema version {tree.schema_version} is newer than this torpor's ({SCHEMA_VERSION})")
+        raise ImageError(f"image {image_path}: schema version {tree.schema_version} is newer "
+                         f"than this torpor's ({SCHEMA_VERSION})")
     cpu.check_cpu(tree.xfeatures, tree.xstate_size)
     reader.verify_pages()
-    if len(tree.processes) != 1:
-        raise RestoreError("this image holds a process tree; tree restore is not implemented yet")
-    proc = tree.processes[0]
-    _check_pids_free(proc)
-    _check_vdso(proc)
+    root = tree.processes[0]
+    if root.zombie:
+        raise ImageError(f"image {image_path}: the root process is a zombie")
+    if not clone_flags & lx.CLONE_NEWPID:
+        _check_pids_free(tree)
+    elif root.pid != 1:
+        raise RestoreError("a new PID namespace needs an image whose root is PID 1")
+    for p in tree.processes:
+        if not p.zombie:
+            _check_vdso(p)
 
     pages_fd = reader.page_fd("pages")
     size = os.fstat(pages_fd).st_size
     pages_map = mmap.mmap(pages_fd, size, flags=mmap.MAP_PRIVATE) if size else mmap.mmap(-1, mmap.PAGESIZE)
     pages_view = memoryview(pages_map)
-    opener = FileOpener(tree, pages_view)
+    plan = Plan(tree)
+    opener = FileOpener(tree, pages_view, inherit_fds or {})
+    built: dict[int, Built] = {}
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
     child = 0
     try:
-        # 1. every file, before any task exists
-        writable_shared = {v.file_id for v in proc.vmas if v.shared and v.prot & lx.PROT_WRITE}
-        mapped_src = {}
-        for v in proc.vmas:
-            if v.file_id >= 0 and v.file_id not in mapped_src:
-                mf = tree.mapped_files[v.file_id]
-                mapped_src[v.file_id] = opener.mapped_file(mf, v.file_id in writable_shared)
-        fd_src = {}
-        for f in proc.fds:
-            if f.file_id not in fd_src:
-                fd_src[f.file_id] = opener._keep(fdkinds.open_for_restore(tree.files[f.file_id], opener))
-        try:
-            exe_src = opener._keep(os.open(proc.mm.exe.removesuffix(" (deleted)"), os.O_RDONLY | os.O_CLOEXEC))
-        except OSError as err:
-            raise RestoreError(f"executable {proc.mm.exe} needed by the image: {err.strerror}") from None
-
-        # 2. helper fds above every target fd, so arranging the targets cannot clobber them
-        base = max([f.fd for f in proc.fds] + [2]) + 1
-        helper: dict[int, int] = {}
-
-        def place(src: int) -> int:
-            if src not in helper:
-                helper[src] = opener._keep(_dup_at_least(src, base))
-            return helper[src]
-
-        file_fds = {fid: place(src) for fid, src in mapped_src.items()}
-        fd_plan = {f.fd: (place(fd_src[f.file_id]), f.cloexec) for f in proc.fds}
-        exe_fd = place(exe_src)
-        keep = set(fd_plan) | set(helper.values())
-
-        # 3. the task, with its PID
-        child = fork_with_pid([proc.pid])
+        child = fork_with_pid([root.pid], clone_flags)
         if child == 0:
-            _child(fd_plan, keep, proc)
+            os.close(report_r)
+            _root_child(plan, opener, report_w, child_setup)
+        os.close(report_w)
+        report_w = -1
+        msg = b""
+        while chunk := os.read(report_r, 4096):
+            msg += chunk
+        if msg != b"OK":
+            os.waitpid(child, 0)
+            child = 0
+            raise RestoreError(msg.decode(errors="replace") or "the restored task died while setting up")
         status = pt.wait_stop(child)
         if os.WSTOPSIG(status) != signal.SIGSTOP:
             raise RestoreError(f"restored task {child} stopped with signal {os.WSTOPSIG(status)}")
-        pt.set_options(child, pt.O_EXITKILL | pt.O_TRACECLONE)
-        t = TaskRestore(pid=child, proc=proc, file_fds=file_fds, pages_view=pages_view,
-                        pages_addr=lx.addr(pages_map))
-        warnings = _rebuild(t, tree, exe_fd, base)
-        return RestoreResult(child, len(proc.threads), time.monotonic() - t0, warnings)
+        warnings = _build_tree(tree, plan, child, built, pages_view, lx.addr(pages_map))
+        return RestoreResult(child, sum(len(p.threads) for p in tree.processes),
+                             time.monotonic() - t0, warnings)
     except BaseException:
-        if child > 0:
+        hosts = [b.host for b in built.values()] + ([child] if child else [])
+        for h in hosts:
             try:
-                os.kill(child, signal.SIGKILL)
-                os.waitpid(child, lx.WALL)
+                os.kill(h, signal.SIGKILL)
+            except OSError:
+                pass
+        for h in hosts:
+            try:
+                os.waitpid(h, lx.WALL)
             except OSError:
                 pass
         raise
     finally:
+        for b in built.values():
+            try:
+                os.close(b.mem_fd)
+            except OSError:
+                pass
+        os.close(report_r)
+        if report_w >= 0:
+            os.close(report_w)
         opener.close()
         pages_view.release()
         try:
@@ -284,137 +396,311 @@ def restore(image_path: str) -> RestoreResult:
         reader.close()
 
 
-def _dup_at_least(src: int, base: int) -> int:
-    import fcntl
+def restore(image_path: str) -> RestoreResult:
+    """Restore a host process tree (no new namespaces)."""
+    return restore_tree(image_path)
 
-    return fcntl.fcntl(src, fcntl.F_DUPFD, base)
+
+TRACE_OPTIONS = pt.O_EXITKILL | pt.O_TRACECLONE | pt.O_TRACEFORK | pt.O_TRACEVFORK
 
 
-def _rebuild(t: TaskRestore, tree: TreeImage, exe_fd: int, helper_base: int) -> list[str]:
-    proc = t.proc
-    pid = t.pid
+def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Built],
+                pages_view: memoryview, pages_addr: int) -> list[str]:
     warnings: list[str] = []
-    t.mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        inj = t.inj = Injector(pid, pid, t.mem_fd, find_syscall_insn(pid, t.mem_fd))
-        # Python registered an rseq area; the kernel would write to it after we unmap it
-        rseq = pt.get_rseq(pid)
-        if rseq.rseq_abi_pointer:
-            inj.call("rseq", rseq.rseq_abi_pointer, rseq.rseq_abi_size, RSEQ_FLAG_UNREGISTER, rseq.signature)
+    root = tree.processes[0]
+    pt.set_options(root_host, TRACE_OPTIONS)
+    mem_fd = os.open(f"/proc/{root_host}/mem", os.O_RDWR | os.O_CLOEXEC)
+    inj = Injector(root_host, root_host, mem_fd, find_syscall_insn(root_host, mem_fd))
+    built[root.pid] = Built(root, root_host, inj, mem_fd)
+    # Python registered an rseq area; the kernel would write to it after we unmap it
+    rseq = pt.get_rseq(root_host)
+    if rseq.rseq_abi_pointer:
+        inj.call("rseq", rseq.rseq_abi_pointer, rseq.rseq_abi_size, RSEQ_FLAG_UNREGISTER, rseq.signature)
+    # one scratch address, free in every saved layout and in ours; children inherit it
+    avoid = [(v.start, v.end) for p in tree.processes for v in p.vmas]
+    current = read_maps(root_host, with_flags=False)
+    scratch_size = 4 * lx.PAGE_SIZE
+    scratch = Scratch(inj, size=scratch_size,
+                      at=_free_address(scratch_size, avoid + [(e.start, e.end) for e in current]))
+    s = scratch.addr
+    children_of: dict[int, list[Process]] = {}
+    for p in tree.processes[1:]:
+        children_of.setdefault(p.ppid, []).append(p)
+    deferred_pgid: list[Process] = []
 
-        current = read_maps(pid, with_flags=False)
-        cur_special = _special_areas(current)
-        target = [(v.start, v.end) for v in proc.vmas]
-        scratch = Scratch(inj, size=4 * lx.PAGE_SIZE,
-                          at=_free_address(4 * lx.PAGE_SIZE, target + [(e.start, e.end) for e in current]))
-        s = scratch.addr
-        keep = sorted([*cur_special.values(), (s, s + scratch.size)])
-        pos = lx.PAGE_SIZE
-        for ks, ke in keep:
-            if ks > pos:
-                inj.call("munmap", pos, ks - pos)
-            pos = max(pos, ke)
-        if pos < TASK_SIZE:
-            inj.call("munmap", pos, TASK_SIZE - pos)
+    def build(proc: Process) -> None:
+        b = built[proc.pid]
+        if proc is not root:
+            _arrange_fds(b, plan, s)
+            _set_session(b, s, built, deferred_pgid)
+        _rebuild_memory(b, plan, s, scratch_size, avoid)
+        made_zombies = False
+        for child in children_of.get(proc.pid, []):
+            _fork_child(b, child, s, built)
+            if child.zombie:
+                _make_zombie(built.pop(child.pid), s, built, deferred_pgid)
+                made_zombies = True
+            else:
+                build(child)
+        if made_zombies:
+            _drop_spurious_sigchld(b, s)
 
-        # vvar and vDSO move together to where the image had them (parked first: may overlap)
-        tgt_special = {v.kind: (v.start, v.end) for v in proc.vmas if v.kind in SPECIALS}
-        lo = min(a for a, _ in cur_special.values())
-        hi = max(b for _, b in cur_special.values())
-        park = _free_address(hi - lo, target + keep, start=0x200000000)
-        old_vdso = cur_special["vdso"][0]
-        # the vDSO holds the syscall instruction we execute: it moves last each time
-        order = sorted(cur_special, key=lambda k: k == "vdso")
-        for kind in order:
-            a, b = cur_special[kind]
-            inj.call("mremap", a, b - a, b - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, park + (a - lo))
-        inj.syscall_ip = park + (inj.syscall_ip - lo)  # the syscall instruction moved with the vDSO
-        old_vdso = park + (old_vdso - lo)
-        for kind in order:
-            a, b = cur_special[kind]
-            dest = tgt_special.get(kind)
-            if dest is None:
-                inj.call("munmap", park + (a - lo), b - a)
-                continue
-            if kind == "vdso":
-                continue  # moved last: the next syscall instruction we use lives in it
-            inj.call("mremap", park + (a - lo), b - a, b - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, dest[0])
-        a, b = cur_special["vdso"]
-        inj.call("mremap", park + (a - lo), b - a, b - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED,
-                 tgt_special["vdso"][0])
-        inj.syscall_ip = tgt_special["vdso"][0] + (inj.syscall_ip - old_vdso)
-
-        # mm fields, auxv, exe before the areas exist (exe_fd gives EBUSY while one maps the old exe)
-        mm = proc.mm
-        auxv = mm.auxv[:416]
-        mm_map = struct.pack("<11QQII", mm.start_code, mm.end_code, mm.start_data, mm.end_data,
-                             mm.start_brk, mm.brk, mm.start_stack, mm.arg_start, mm.arg_end,
-                             mm.env_start, mm.env_end, s + 128, len(auxv), exe_fd)
-        inj.write(s, mm_map)
-        inj.write(s + 128, auxv)
-        inj.call("prctl", lx.PR_SET_MM, lx.PR_SET_MM_MAP, s, len(mm_map), 0)
-
-        memory.restore_areas(t, proc.vmas)
-        memory.restore_pages(t, proc.vmas)
-
-        # process-wide state
-        signals.restore_sigactions(inj, s, proc.sigactions)
-        task.restore_itimers(inj, s, proc.itimers)
-        inj.call("personality", proc.personality)
-        if proc.pdeath_sig:
-            inj.call("prctl", lx.PR_SET_PDEATHSIG, proc.pdeath_sig, 0, 0, 0)
-        if proc.child_subreaper:
-            inj.call("prctl", lx.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        if proc.thp_disabled:
-            inj.call("prctl", lx.PR_SET_THP_DISABLE, 1, 0, 0, 0)
-        warnings += task.restore_rlimits(pid, proc.rlimits)
-
-        # threads: clone3 with set_tid from inside the process; TRACECLONE stops each one
-        injectors = {pid: inj}
-        for th in proc.threads[1:]:
-            args = struct.pack("<11Q", THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, s + 256, 1, 0)
-            inj.write(s + 256, struct.pack("<i", th.tid))
-            inj.write(s + 512, args)
-            tid = inj.call("clone3", s + 512, len(args))
-            if tid != th.tid:
-                raise RestoreError(f"thread {th.tid} came back as {tid}")
-            st = pt.wait_stop(tid)
-            if os.WSTOPSIG(st) != signal.SIGSTOP:
-                raise RestoreError(f"new thread {tid} stopped with signal {os.WSTOPSIG(st)}")
-            injectors[tid] = Injector(pid, tid, t.mem_fd, inj.syscall_ip)
-
-        lastcap = task.last_cap()
-        full_root = task.creds_are_root_full(proc.creds, lastcap)
-        ignored = signals.ignored_signals(proc.sigactions)
+    build(root)
+    for proc in deferred_pgid:
+        b = built.get(proc.pid)
+        if b is not None:
+            try:
+                b.inj.call("setpgid", 0, proc.pgid)
+            except OSError:
+                raise RestoreError(f"cannot recreate process group {proc.pgid} of process {proc.pid} "
+                                   "(its leader is not in the image)") from None
+    lastcap = task.last_cap()
+    for proc in tree.processes:
+        b = built.get(proc.pid)
+        if b is None:
+            continue
+        warnings += _restore_process_state(b, plan, s, pages_view, pages_addr, lastcap)
+    # helper fds and scratch go only now: a process sharing its parent's fd table needed them
+    for proc in tree.processes:
+        b = built.get(proc.pid)
+        if b is None:
+            continue
+        if proc.files_shared_with < 0:
+            b.inj.call("close_range", plan.base, 0xFFFFFFFF, 0)
+        b.inj.call("munmap", s, scratch_size)
+    # everything is in place: registers last, then let go (leaves first)
+    for proc in reversed(tree.processes):
+        b = built.get(proc.pid)
+        if b is None:
+            continue
+        size = len(pt.get_xstate(b.host))
         for th in proc.threads:
-            ti = injectors[th.tid]
-            if th.robust_list:
-                ti.call("set_robust_list", th.robust_list, th.robust_len or ROBUST_LIST_HEAD_SIZE)
-            ti.call("set_tid_address", th.clear_child_tid)
-            signals.restore_altstack(ti, s, th.altstack_sp, th.altstack_flags, th.altstack_size)
-            ti.write(s, th.name.encode()[:15] + b"\0")
-            ti.call("prctl", lx.PR_SET_NAME, s, 0, 0, 0)
-            if th.rseq_ptr:
-                ti.call("rseq", th.rseq_ptr, th.rseq_len, 0, th.rseq_sig)
-            signals.restore_pending(ti, s, pid, th.tid, th.pending, False, ignored)
-        signals.restore_pending(inj, s, pid, pid, proc.shared_pending, True, ignored)
+            host_tid = b.host_tids[th.tid]
+            cpu.restore(host_tid, th.regs, th.xstate, size)
+            pt.set_sigmask(host_tid, th.sigmask)
+    for proc in reversed(tree.processes):
+        b = built.get(proc.pid)
+        if b is None:
+            continue
         for th in proc.threads:
-            ti = injectors[th.tid]
-            if not full_root:
-                task.restore_creds(ti, s, proc.creds, lastcap)
-            if proc.creds.no_new_privs:
-                ti.call("prctl", lx.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        inj.call("prctl", lx.PR_SET_DUMPABLE, proc.dumpable, 0, 0, 0, check=False)
+            pt.detach(b.host_tids[th.tid])
+    return warnings
 
-        inj.call("close_range", helper_base, 0xFFFFFFFF, 0)
-        inj.call("munmap", s, scratch.size)
 
-        size = len(pt.get_xstate(pid))
-        for th in proc.threads:
-            cpu.restore(th.tid, th.regs, th.xstate, size)
-            pt.set_sigmask(th.tid, th.sigmask)
-        for th in proc.threads:
-            pt.detach(th.tid)
-        return warnings
-    finally:
-        os.close(t.mem_fd)
+def _arrange_fds(b: Built, plan: Plan, s: int) -> None:
+    """A forked child has its parent's fds: close what it did not have, dup2 its own."""
+    proc = b.proc
+    if proc.files_shared_with >= 0:
+        return  # the clone shared the table (CLONE_FILES)
+    inj = b.inj
+    want = {f.fd: f for f in proc.fds}
+    have = [int(n) for n in os.listdir(f"/proc/{b.host}/fd")]
+    for fd in have:
+        if fd < plan.base and fd not in want:
+            inj.call("close", fd)
+    for fd, f in want.items():
+        inj.call("dup2", plan.file(f.file_id), fd)
+        if f.cloexec:
+            inj.call("fcntl", fd, 2, 1)  # F_SETFD, FD_CLOEXEC
+    path = proc.cwd.encode() + b"\0"
+    inj.write(s, path)
+    inj.call("chdir", s, check=False)
+    inj.call("umask", proc.umask)
+
+
+def _set_session(b: Built, s: int, built: dict[int, Built], deferred: list[Process]) -> None:
+    proc, inj = b.proc, b.inj
+    if proc.sid == proc.pid:
+        inj.call("setsid")
+        return
+    if proc.pgid == proc.pid:
+        inj.call("setpgid", 0, 0)
+        return
+    if inj.call("getpgid", 0) == proc.pgid:
+        return
+    if proc.pgid in built:
+        try:
+            inj.call("setpgid", 0, proc.pgid)
+            return
+        except OSError:
+            pass
+    deferred.append(proc)
+
+
+def _fork_child(parent: Built, child: Process, s: int, built: dict[int, Built]) -> None:
+    """The child is forked by its restored parent (so the parent links are right), with its
+    PID, sharing the fd table if it did."""
+    flags = lx.CLONE_FILES if child.files_shared_with == parent.proc.pid else 0
+    args = struct.pack("<11Q", flags, 0, 0, 0, child.exit_signal, 0, 0, 0, s + 256, 1, 0)
+    inj = parent.inj
+    inj.write(s + 256, struct.pack("<i", child.pid))
+    inj.write(s + 512, args)
+    inj.events.clear()
+    vpid = inj.call("clone3", s + 512, len(args))
+    if vpid != child.pid:
+        raise RestoreError(f"process {child.pid} came back as {vpid}")
+    host = next((msg for ev, msg in inj.events if ev in (pt.EVENT_FORK, pt.EVENT_CLONE, pt.EVENT_VFORK)), 0)
+    if not host:
+        raise RestoreError(f"no trace event for the fork of process {child.pid}")
+    st = pt.wait_stop(host)
+    if os.WSTOPSIG(st) != signal.SIGSTOP:
+        raise RestoreError(f"new process {child.pid} stopped with signal {os.WSTOPSIG(st)}")
+    mem_fd = os.open(f"/proc/{host}/mem", os.O_RDWR | os.O_CLOEXEC)
+    cinj = Injector(host, host, mem_fd, inj.syscall_ip)
+    cinj.saved_sigmask = parent.inj.saved_sigmask
+    built[child.pid] = Built(child, host, cinj, mem_fd)
+
+
+def _make_zombie(b: Built, s: int, built: dict[int, Built], deferred: list[Process]) -> None:
+    """A zombie: a task that exits at once with the saved status, reaped by nobody but its
+    parent. As its tracer we collect the exit first, which hands it to the parent."""
+    proc, inj = b.proc, b.inj
+    _set_session(b, s, built, deferred)
+    status = proc.exit_status
+    regs = inj.saved_regs.copy()
+    regs.rip = inj.syscall_ip
+    regs.orig_rax = (1 << 64) - 1
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        inj.write(s, bytes(32))
+        inj.call("rt_sigaction", sig, s, 0, 8)
+        # tgkill(getpid(), gettid(), sig) inside the task: both are its own PID
+        regs.rax, regs.rdi, regs.rsi, regs.rdx = lx.NR["tgkill"], proc.pid, proc.pid, sig
+        pt.set_sigmask(b.host, 0)
+    else:
+        regs.rax, regs.rdi = lx.NR["exit_group"], os.WEXITSTATUS(status) if os.WIFEXITED(status) else 0
+    pt.set_regs(b.host, regs)
+    pt.cont(b.host)
+    while True:
+        _, st = os.waitpid(b.host, lx.WALL)
+        if os.WIFEXITED(st) or os.WIFSIGNALED(st):
+            break
+        pt.cont(b.host, 0)
+    os.close(b.mem_fd)
+
+
+def _drop_spurious_sigchld(b: Built, s: int) -> None:
+    """Making zombies sent the parent a SIGCHLD it had not pending at checkpoint time."""
+    proc = b.proc
+    if not any(c for c in proc.shared_pending if int.from_bytes(c[:4], "little") == signal.SIGCHLD):
+        inj = b.inj
+        inj.write(s, (1 << (signal.SIGCHLD - 1)).to_bytes(8, "little") + bytes(16))
+        inj.call(128, s, 0, s + 8, 8, check=False)  # rt_sigtimedwait(set, NULL, {0, 0})
+
+
+def _rebuild_memory(b: Built, plan: Plan, s: int, scratch_size: int,
+                    avoid: list[tuple[int, int]]) -> None:
+    """Replace the task's address space (Python's, or its parent's) with the saved one."""
+    proc, inj, host = b.proc, b.inj, b.host
+    rseq = pt.get_rseq(host)
+    if rseq.rseq_abi_pointer:  # inherited from the parent across fork
+        inj.call("rseq", rseq.rseq_abi_pointer, rseq.rseq_abi_size, RSEQ_FLAG_UNREGISTER, rseq.signature)
+    current = read_maps(host, with_flags=False)
+    cur_special = _special_areas(current)
+    keep = sorted([*cur_special.values(), (s, s + scratch_size)])
+    pos = lx.PAGE_SIZE
+    for ks, ke in keep:
+        if ks > pos:
+            inj.call("munmap", pos, ks - pos)
+        pos = max(pos, ke)
+    if pos < TASK_SIZE:
+        inj.call("munmap", pos, TASK_SIZE - pos)
+
+    # vvar and vDSO move together to where the image had them (parked first: may overlap);
+    # the vDSO holds the syscall instruction we execute, so it moves last each time
+    tgt_special = {v.kind: (v.start, v.end) for v in proc.vmas if v.kind in SPECIALS}
+    if "vdso" not in tgt_special:
+        raise RestoreError(f"process {proc.pid}: the image has no [vdso] area")
+    lo = min(a for a, _ in cur_special.values())
+    hi = max(e for _, e in cur_special.values())
+    park = _free_address(hi - lo, avoid + keep, start=0x200000000)
+    order = sorted(cur_special, key=lambda k: k == "vdso")
+    old_vdso = cur_special["vdso"][0]
+    insn_offset = inj.syscall_ip - old_vdso  # where the syscall instruction is in the vDSO
+    for kind in order:
+        a, e = cur_special[kind]
+        inj.call("mremap", a, e - a, e - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, park + (a - lo))
+    inj.syscall_ip = park + (old_vdso - lo) + insn_offset
+    for kind in order:
+        a, e = cur_special[kind]
+        dest = tgt_special.get(kind)
+        if dest is None:
+            inj.call("munmap", park + (a - lo), e - a)
+            continue
+        inj.call("mremap", park + (a - lo), e - a, e - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, dest[0])
+    inj.syscall_ip = tgt_special["vdso"][0] + insn_offset
+
+    # mm fields, auxv and exe before the areas exist (exe_fd is EBUSY while the old exe is mapped)
+    mm = proc.mm
+    auxv = mm.auxv[:416]
+    mm_map = struct.pack("<11QQII", mm.start_code, mm.end_code, mm.start_data, mm.end_data,
+                         mm.start_brk, mm.brk, mm.start_stack, mm.arg_start, mm.arg_end,
+                         mm.env_start, mm.env_end, s + 128, len(auxv), plan.exe(proc.pid))
+    inj.write(s, mm_map)
+    inj.write(s + 128, auxv)
+    inj.call("prctl", lx.PR_SET_MM, lx.PR_SET_MM_MAP, s, len(mm_map), 0)
+
+
+def _restore_process_state(b: Built, plan: Plan, s: int, pages_view: memoryview, pages_addr: int,
+                           lastcap: int) -> list[str]:
+    """Areas and pages, signals, timers, limits, threads, credentials, then close helpers."""
+    proc, inj, host = b.proc, b.inj, b.host
+    t = TaskRestore(pid=host, proc=proc, inj=inj, mem_fd=b.mem_fd,
+                    file_fds={fid: plan.mapped(fid) for fid in {v.file_id for v in proc.vmas if v.file_id >= 0}},
+                    pages_view=pages_view, pages_addr=pages_addr)
+    memory.restore_areas(t, proc.vmas)
+    memory.restore_pages(t, proc.vmas)
+    warnings: list[str] = []
+    signals.restore_sigactions(inj, s, proc.sigactions)
+    task.restore_itimers(inj, s, proc.itimers)
+    inj.call("personality", proc.personality)
+    if proc.pdeath_sig:
+        inj.call("prctl", lx.PR_SET_PDEATHSIG, proc.pdeath_sig, 0, 0, 0)
+    if proc.child_subreaper:
+        inj.call("prctl", lx.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if proc.thp_disabled:
+        inj.call("prctl", lx.PR_SET_THP_DISABLE, 1, 0, 0, 0)
+    warnings += task.restore_rlimits(host, proc.rlimits)
+
+    # threads: clone3 with set_tid from inside the process; TRACECLONE stops each one
+    b.threads = {proc.threads[0].tid: inj}
+    b.host_tids = {proc.threads[0].tid: host}
+    for th in proc.threads[1:]:
+        args = struct.pack("<11Q", THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, s + 256, 1, 0)
+        inj.write(s + 256, struct.pack("<i", th.tid))
+        inj.write(s + 512, args)
+        inj.events.clear()
+        vtid = inj.call("clone3", s + 512, len(args))
+        if vtid != th.tid:
+            raise RestoreError(f"thread {th.tid} came back as {vtid}")
+        host_tid = next((msg for ev, msg in inj.events if ev == pt.EVENT_CLONE), 0)
+        if not host_tid:
+            raise RestoreError(f"no trace event for thread {th.tid}")
+        st = pt.wait_stop(host_tid)
+        if os.WSTOPSIG(st) != signal.SIGSTOP:
+            raise RestoreError(f"new thread {th.tid} stopped with signal {os.WSTOPSIG(st)}")
+        b.threads[th.tid] = Injector(host, host_tid, b.mem_fd, inj.syscall_ip)
+        b.host_tids[th.tid] = host_tid
+
+    full_root = task.creds_are_root_full(proc.creds, lastcap)
+    ignored = signals.ignored_signals(proc.sigactions)
+    for th in proc.threads:
+        ti = b.threads[th.tid]
+        if th.robust_list:
+            ti.call("set_robust_list", th.robust_list, th.robust_len or ROBUST_LIST_HEAD_SIZE)
+        ti.call("set_tid_address", th.clear_child_tid)
+        signals.restore_altstack(ti, s, th.altstack_sp, th.altstack_flags, th.altstack_size)
+        ti.write(s, th.name.encode()[:15] + b"\0")
+        ti.call("prctl", lx.PR_SET_NAME, s, 0, 0, 0)
+        if th.rseq_ptr:
+            ti.call("rseq", th.rseq_ptr, th.rseq_len, 0, th.rseq_sig)
+        signals.restore_pending(ti, s, proc.pid, th.tid, th.pending, False, ignored)
+    signals.restore_pending(inj, s, proc.pid, proc.pid, proc.shared_pending, True, ignored)
+    for th in proc.threads:
+        ti = b.threads[th.tid]
+        if not full_root:
+            task.restore_creds(ti, s, proc.creds, lastcap)
+        if proc.creds.no_new_privs:
+            ti.call("prctl", lx.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    inj.call("prctl", lx.PR_SET_DUMPABLE, proc.dumpable, 0, 0, 0, check=False)
+    return warnings

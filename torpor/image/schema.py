@@ -145,7 +145,15 @@ class PipeFile(Rec, tag="pipe"):
     data_offset: int = 0  # in page file "pages"
 
 
-FileDesc = OpenFile | PipeFile  # a tagged union: one member per kind of file
+class ExternalFile(Rec, tag="ext"):
+    """An fd the restorer's caller provides (e.g. a container's stdout pipe to its monitor)."""
+
+    id: int
+    key: str
+    flags: int = 0
+
+
+FileDesc = OpenFile | PipeFile | ExternalFile  # a tagged union: one member per kind of file
 
 
 class Fd(Rec, array_like=True):

@@ -16,7 +16,7 @@ from torpor.engine.linux import sys as lx
 from torpor.engine.linux.procfs import read_fdinfo
 from torpor.engine.resources.files import pipe, regular
 from torpor.errors import TorporError
-from torpor.image.schema import Fd
+from torpor.image.schema import ExternalFile, Fd
 
 if TYPE_CHECKING:
     from torpor.engine.dump import DumpContext
@@ -47,8 +47,9 @@ def _same_description(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
         return False
 
 
-def scan(pid: int) -> list[tuple[int, str, os.stat_result]]:
-    """The fds of pid with their link text and stat; raises for a kind torpor cannot save."""
+def scan(pid: int, external=None) -> list[tuple[int, str, os.stat_result]]:
+    """The fds of pid with their link text and stat; raises for a kind torpor cannot save
+    (unless external(pid, fd, link) names it: the restorer's caller will provide it)."""
     out = []
     for name in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
         fd = int(name)
@@ -56,6 +57,9 @@ def scan(pid: int) -> list[tuple[int, str, os.stat_result]]:
             link = os.readlink(f"/proc/{pid}/fd/{fd}")
             st = os.stat(f"/proc/{pid}/fd/{fd}")
         except FileNotFoundError:
+            continue
+        if external is not None and external(pid, fd, link):
+            out.append((fd, link, st))
             continue
         if not any(k.matches(link, st) for k in KINDS):
             raise UnsupportedFile(
@@ -76,6 +80,11 @@ def dump(ctx: DumpContext, pid: int, fds: list[tuple[int, str, os.stat_result]])
             if _same_description(opid, ofd, pid, fd):
                 file_id = fid
                 break
+        key = ctx.external(pid, fd, link) if ctx.external is not None else None
+        if file_id < 0 and key:
+            rec = ExternalFile(id=len(ctx.files), key=key, flags=flags)
+            ctx.files.append(rec)
+            file_id = rec.id
         if file_id < 0:
             kind = next(k for k in KINDS if k.matches(link, st))
             rec = kind.dump(ctx, pid, fd, link, st, info)
@@ -88,6 +97,11 @@ def dump(ctx: DumpContext, pid: int, fds: list[tuple[int, str, os.stat_result]])
 
 
 def open_for_restore(rec, rctx) -> int:
+    if isinstance(rec, ExternalFile):
+        fd = rctx.inherit_fds.get(rec.key)
+        if fd is None:
+            raise TorporError(f"the image needs the caller to provide {rec.key!r}")
+        return os.dup(fd)
     for k in KINDS:
         if k.TAG == type(rec).__struct_config__.tag:
             return k.open(rec, rctx)

@@ -80,8 +80,7 @@ def open(rec: PipeFile, rctx) -> int:  # noqa: A001 - the kind's restore step
         done = 0
         while done < len(data):
             done += os.write(w, data[done:])
-        ends = rctx.pipes[rec.inode] = [r, w, False, False]
-        rctx.fds.extend((r, w))
+        ends = rctx.pipes[rec.inode] = [rctx._keep(r), rctx._keep(w), False, False]
     write_end = (rec.flags & os.O_ACCMODE) == os.O_WRONLY
     idx = 1 if write_end else 0
     if not ends[2 + idx]:
