@@ -26,9 +26,12 @@ from helpers import (
     read_lines,
     snapshot,
     start_time,
+    status,
     tids,
     torpor,
     wait_for_lines,
+    wait_gone,
+    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -169,7 +172,8 @@ def refuse(image: Path, pid: int, what: str) -> None:
         if words and words[-1].isdigit() and int(words[-1]) == pid:
             os.kill(pid, signal.SIGKILL)
     assert_clean_error(res, what)
-    assert not os.path.exists(f"/proc/{pid}"), f"{what}: a process with pid {pid} exists"
+    # a half-built process may linger as a zombie re-parented to us (subreaper): reap it
+    wait_gone(pid, timeout=3)
 
 
 def image_files(image: Path) -> list[Path]:
@@ -273,3 +277,73 @@ def test_cli_does_not_leak_into_restored(compile_c, procs, tmp_path: Path) -> No
             procs.adopt(p.pid)
     assert res.returncode == 0, res.stderr
     assert_same_process_view(before, snapshot(p.pid))
+
+
+# ---------------------------------------------------------------- more refusals
+
+
+def occupy_pid(pid: int, procs: Procs) -> subprocess.Popen | None:
+    """Start `sleep` with exactly PID (via ns_last_pid), or None if another fork won the race."""
+    for _ in range(5):
+        Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+        p = procs.start(["sleep", "60"], name="occupier")
+        if p.pid == pid:
+            return p
+        procs.kill(p.pid)
+    return None
+
+
+def test_restore_refused_when_a_thread_id_is_taken(compile_c, procs, tmp_path: Path) -> None:
+    """The main PID is free but one thread's TID is taken: clear error, nothing left behind."""
+    out = tmp_path / "out"
+    binary = compile_c("threads")
+    p = procs.start([binary, out])
+    wait_for_lines(out, 20)
+    threads = tids(p.pid)
+    checkpoint_kill(procs, p.pid, tmp_path / "img", out)
+    victim = threads[-1]
+    occ = occupy_pid(victim, procs)
+    if occ is None:
+        pytest.skip(f"could not get pid {victim} for the occupier")
+    t0 = start_time(victim)
+    res = torpor("restore", "--image-path", tmp_path / "img", check=False)
+    assert_clean_error(res, f"restore while thread id {victim} is taken")
+    assert str(victim) in res.stderr, f"the error should name the TID: {res.stderr!r}"
+    wait_gone(p.pid, timeout=3)
+    assert counter_pids(binary) == set(), "a failed restore left a process behind"
+    assert start_time(victim) == t0, "the process holding the TID was disturbed"
+    procs.kill(victim)
+    restore_same(procs, tmp_path / "img", p.pid)
+    assert tids(p.pid) == threads
+
+
+def test_checkpoint_of_traced_process_fails_cleanly(compile_c, procs, tmp_path: Path) -> None:
+    """Another tracer holds the process: checkpoint fails, the process is left as it was."""
+    out = tmp_path / "out"
+    p = procs.start([compile_c("counter"), out])
+    wait_for_lines(out, 3)
+    ready = tmp_path / "traced"
+    tracer = procs.start([sys.executable, "-c", f"""
+import ctypes, time, pathlib
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.ptrace(0x4206, {p.pid}, None, None) != 0:  # PTRACE_SEIZE, does not stop the tracee
+    raise SystemExit(ctypes.get_errno())
+pathlib.Path("{ready}").write_text("ok")
+time.sleep(60)
+"""], name="tracer")  # fmt: skip
+    wait_until(ready.exists, 5, "the tracer to attach")
+    before = snapshot(p.pid)
+    t0 = start_time(p.pid)
+    res = checkpoint(p.pid, tmp_path / "img", check=False)
+    assert_clean_error(res, "checkpoint of a process traced by someone else")
+    assert start_time(p.pid) == t0
+    assert status(p.pid)["TracerPid"] == str(tracer.pid), "the other tracer lost the process"
+    n = len(read_lines(out))
+    wait_for_lines(out, n + 3)
+    assert_consecutive(ints(out))
+    assert_same_process_view(before, snapshot(p.pid))
+    procs.kill(tracer.pid)
+    wait_until(lambda: status(p.pid)["TracerPid"] == "0", 5, "the tracer to let go")
+    n = len(cycle(procs, p.pid, tmp_path / "img2", out))
+    wait_for_lines(out, n + 3)
+    assert_consecutive(ints(out))
