@@ -1,0 +1,582 @@
+"""Checkpoint and restore of containers (runsc's and Docker's workflows).
+
+Checkpoint (`checkpoint --image-path P [--leave-running] ID`): the engine freezes the
+container through its freezer cgroup, seizes and dumps the whole tree (PIDs as seen in the
+container's PID namespace); while the tree is stopped this module adds the runtime's own
+state to the same image: the UTS names, the loopback addresses, a tar of every tmpfs mount,
+and in the manifest's meta the container's config, id, bundle and rootfs identity. The
+init's stdio (the monitor's pipe, a shim's fifos) is marked external: restore hands new
+stdio instead. Without --leave-running the tree is killed once the image is committed and
+the container is left `stopped` with its record (so `delete`, `logs`, `start --checkpoint`
+and `restore` into the same id work); its cgroup is removed as `delete` would.
+
+Restore (`restore --image-path P [--bundle B] [--detach] [--pid-file F] ID`): into a
+`created` container (its init is replaced), a `stopped` one (same state dir, log appended),
+or a new id (config from --bundle, else from the image). The config's cgroup is made with
+its limits; the engine forks the root task with clone3(CLONE_NEWPID|... , set_tid) and runs
+`child_setup` in it first: cgroup, namespaces, mounts, devices, pivot_root, hostname,
+loopback and its addresses, tmpfs contents, masked/read-only paths — what `create` does for a
+new init. With --detach the caller (a shim) becomes the parent of the restored init; without
+it, a torpor monitor is (as `run -d`): container.log and exit.json work as before.
+
+Named checkpoints (Docker): <root>/<id>/checkpoints/<name> unless --checkpoint-dir.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import signal
+import time
+
+from torpor.errors import AlreadyExists, ImageError, InvalidState, NotFound, TorporError
+from torpor.runtime import procs
+from torpor.runtime.container import Container, write_pid_file
+from torpor.runtime.state import (
+    CREATED,
+    CREATING,
+    PAUSED,
+    RUNNING,
+    STOPPED,
+    StateRecord,
+    StateStore,
+    check_id,
+    now_rfc3339,
+    write_json_atomic,
+)
+
+META_KEY = "container"
+RUNTIME_FILE = "container-runtime.json"
+NS_HELPER = {"uts": "uts", "network": "net", "ipc": "ipc"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,254}$")
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def check_image_path_free(path: str) -> None:
+    """runsc: an image path is used once."""
+    if os.path.lexists(path):
+        if not os.path.isdir(path):
+            raise AlreadyExists(f"image path {path} exists and is not a directory")
+        if os.listdir(path):
+            raise AlreadyExists(f"image path {path} is not empty (an image path is used once; "
+                                "give a new or empty directory)")
+
+
+def _ns_types(raw: dict) -> list[tuple[str, str]]:
+    return [(n.get("type", ""), n.get("path", "") or "")
+            for n in (raw.get("linux") or {}).get("namespaces") or []]
+
+
+def _wait_gone(pred, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _stdio_identity(pid: int) -> dict[tuple[int, int], str]:
+    """(dev, ino) of the init's fds 0, 1, 2 -> the key restore gets them back by."""
+    out: dict[tuple[int, int], str] = {}
+    for fd, key in ((1, "stdout"), (2, "stderr"), (0, "stdin")):
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        out.setdefault((st.st_dev, st.st_ino), key)
+    return out
+
+
+def _ipc_summary(objs: dict) -> str:
+    parts = []
+    for kind, word in (("shm", "shared memory segment"), ("sem", "semaphore set"),
+                       ("msg", "message queue")):
+        n = len(objs.get(kind) or [])
+        if n:
+            parts.append(f"{n} {word}{'s' if n > 1 else ''}")
+    return ", ".join(parts)
+
+
+def _check_ipc(pid: int, raw: dict, cid: str) -> None:
+    from torpor.runtime import nsstate
+
+    if not any(t == "ipc" and not p for t, p in _ns_types(raw)):
+        return
+    objs = nsstate.in_namespaces(pid, ["ipc"], nsstate.ipc_objects)
+    summary = _ipc_summary(objs)
+    if summary:
+        raise TorporError(f"cannot checkpoint container \"{cid}\": it has SysV IPC objects "
+                          f"({summary}); saving them is not supported yet")
+
+
+# ------------------------------------------------------------------------ checkpoint
+
+
+def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running: bool = False,
+                         work_path: str | None = None):
+    """Checkpoint container cid into a new image at image_path; returns the engine's result."""
+    from torpor.engine.dump import checkpoint_tree
+    from torpor.runtime import nsstate, tmpfs_state
+
+    image_path = os.path.abspath(image_path)
+    c = Container.load(root, cid)
+    with c.lock():
+        c.rec = c.store.load(cid)
+        st = c.status()
+        if st not in (RUNNING, PAUSED):
+            raise InvalidState(f"cannot checkpoint container \"{cid}\": it is {st}")
+        check_image_path_free(image_path)
+        raw = c.raw_config
+        if (raw.get("process") or {}).get("terminal"):
+            raise TorporError(f"cannot checkpoint container \"{cid}\": containers with a "
+                              "terminal (process.terminal) are not supported yet")
+        init = c.init_pid
+        ns = _ns_types(raw)
+        new_ns = {t for t, p in ns if not p}
+        if "pid" not in new_ns:
+            raise TorporError(f"cannot checkpoint container \"{cid}\": it shares a PID "
+                              "namespace (checkpoint needs its own)")
+        _check_ipc(init, raw, cid)
+        rootfs = c.rec.rootfs or c.config.root_path
+        meta = {META_KEY: {
+            "version": 1, "id": cid, "config": raw, "bundle": c.rec.bundle, "rootfs": rootfs,
+            "rootfs_identity": tmpfs_state.rootfs_identity(rootfs),
+            "embedded": bool(c.rec.embedded), "terminal": bool(c.rec.terminal),
+            "namespaces": sorted(new_ns), "created": c.rec.created,
+            "annotations": c.rec.annotations or {},
+        }}
+        stdio = _stdio_identity(init)
+
+        def external(pid: int, fd: int, link: str) -> str | None:
+            try:
+                s = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                return None
+            return stdio.get((s.st_dev, s.st_ino))
+
+        def on_frozen(writer) -> None:
+            state: dict = {"version": 1, "stdio": sorted(set(stdio.values()))}
+            if "uts" in new_ns:
+                state["uts"] = nsstate.in_namespaces(init, ["uts"], nsstate.read_uts)
+            if "network" in new_ns:
+                state["loopback"] = nsstate.in_namespaces(init, ["net"],
+                                                          nsstate.loopback_addresses)
+            _check_ipc(init, raw, cid)
+            tars = tmpfs_state.save(init, raw)
+            state["tmpfs"] = tmpfs_state.index(raw, list(tars))
+            for name, data in tars.items():
+                writer.put_file(name, data)
+            writer.put_file(RUNTIME_FILE, json.dumps(state, indent=1).encode())
+
+        res = checkpoint_tree(init, image_path, leave_running=leave_running,
+                              freezer=c.freezer_path or None, meta=meta, on_frozen=on_frozen,
+                              external=external)
+        if work_path:
+            _write_stats(work_path, "dump", res)
+        if leave_running:
+            if st == PAUSED:
+                c.cgroup.freeze()
+            return res
+        _stop_after_checkpoint(c)
+        return res
+
+
+def _write_stats(work_path: str, what: str, res) -> None:
+    try:
+        os.makedirs(work_path, exist_ok=True)
+        stats = {k: v for k, v in vars(res).items() if isinstance(v, (int, float, str))}
+        write_json_atomic(os.path.join(work_path, f"torpor-{what}-stats.json"), stats, 0o644)
+    except (OSError, TypeError):
+        pass
+
+
+def _stop_after_checkpoint(c: Container) -> None:
+    """The engine killed the tree: clean up as delete would, but keep the record (stopped)."""
+    cg = c.cgroup
+    _wait_gone(c.init_alive, 10)
+    try:
+        cg.kill_all()
+    except TorporError:
+        pass
+    mon = c.rec.monitor_pid
+    if mon:
+        _wait_gone(lambda: procs.alive(mon, c.rec.monitor_start), 5)
+    cg.destroy()
+    c.rec.status = STOPPED
+    c.save()
+
+
+# ------------------------------------------------------------------------ images
+
+
+class ImageInfo:
+    """What restore needs from an image, read (and verified) before anything is changed."""
+
+    def __init__(self, path: str) -> None:
+        from torpor.image.store import ImageReader
+
+        if not os.path.exists(path):
+            raise ImageError(f"image {path} does not exist")
+        with ImageReader(path) as r:
+            r.verify()
+            meta = dict(r.manifest.meta or {})
+            info = meta.get(META_KEY)
+            if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
+                raise ImageError(f"image {path} is not a container image (made by "
+                                 "`checkpoint --pid`?): restore it without a container id")
+            self.meta = info
+            try:
+                self.state = json.loads(r.file(RUNTIME_FILE))
+            except ValueError:
+                raise ImageError(f"image {path}: {RUNTIME_FILE} is damaged") from None
+            self.tars = [(dest, r.file(name)) for dest, name in self.state.get("tmpfs") or []]
+        self.path = path
+
+    @property
+    def config(self) -> dict:
+        return copy.deepcopy(self.meta["config"])
+
+
+# ------------------------------------------------------------------------ restore
+
+
+def restore_container(root: str, cid: str, image_path: str, *, bundle: str | None = None,
+                      detach: bool = False, pid_file: str | None = None,
+                      console_socket: str | None = None, work_path: str | None = None
+                      ) -> Container:
+    """Restore the image into container cid (created, stopped, or new); returns it running."""
+    from torpor.runtime import config as C
+    from torpor.runtime import tmpfs_state
+
+    check_id(cid)
+    image_path = os.path.abspath(image_path)
+    info = ImageInfo(image_path)
+    store = StateStore(root)
+    existing = None
+    try:
+        existing = Container.load(root, cid)
+    except NotFound:
+        pass
+    if existing is not None:
+        st = existing.status()
+        if st not in (CREATED, STOPPED):
+            raise InvalidState(f"cannot restore into container \"{cid}\": it is {st}")
+    embedded = bool(info.meta.get("embedded")) and bundle is None
+    if bundle is not None:
+        bundle = os.path.abspath(bundle)
+        raw = C.load_bundle_config(bundle)
+    elif existing is not None:
+        raw = existing.raw_config
+        bundle = existing.bundle
+        embedded = bool(existing.rec.embedded)
+    else:
+        raw = info.config
+        bundle = info.meta.get("bundle") or None
+        if cid != info.meta.get("id"):
+            (raw.get("linux") or {}).pop("cgroupsPath", None)
+    if embedded:
+        from torpor.runtime import busybox
+
+        raw.setdefault("root", {})["path"] = busybox.ensure(root)
+        bundle = None
+    elif bundle is not None and not os.path.isdir(bundle):
+        raise TorporError(f"cannot restore: the image's bundle {bundle} does not exist "
+                          "(give --bundle)")
+    cfg = C.parse_config(raw, bundle)
+    if cfg.process is None:
+        raise C.ConfigError("config.json: process is missing")
+    if cfg.process.terminal or info.meta.get("terminal"):
+        raise TorporError("cannot restore: containers with a terminal (process.terminal) are "
+                          "not supported yet")
+    if console_socket is not None:
+        raise C.ConfigError("--console-socket needs process.terminal: true in config.json")
+    if not cfg.namespace("mount"):
+        raise C.ConfigError("config.json: linux.namespaces must include a mount namespace")
+    pid_ns = cfg.namespace("pid")
+    if pid_ns is None or pid_ns.path:
+        raise C.ConfigError("restore needs a new PID namespace (linux.namespaces: pid "
+                            "without a path)")
+    changed = tmpfs_state.compare_identity(info.meta.get("rootfs_identity") or {},
+                                           tmpfs_state.rootfs_identity(cfg.root_path))
+    if changed:
+        raise TorporError(f"cannot restore: the root filesystem {cfg.root_path} is not the one "
+                          f"the image was made with ({', '.join(changed)} changed)")
+
+    # from here on the container is changed
+    created_new = existing is None
+    if existing is not None:
+        with existing.lock():
+            existing.rec = existing.store.load(cid)
+            st = existing.status()
+            if st not in (CREATED, STOPPED):
+                raise InvalidState(f"cannot restore into container \"{cid}\": it is {st}")
+            _clear_for_restore(existing)
+        d = existing.dir
+        old = existing.rec
+    else:
+        d = store.reserve(cid)
+        old = None
+    rec = StateRecord(
+        id=cid, status=CREATING, bundle=bundle or d, rootfs=cfg.root_path,
+        created=old.created if old is not None else now_rfc3339(),
+        owner="root" if os.getuid() == 0 else str(os.getuid()),
+        annotations=cfg.annotations, embedded=embedded, terminal=False)
+    c = Container(store, rec)
+    cgroup = None
+    try:
+        from torpor.runtime.cgroups import Cgroup
+
+        write_json_atomic(os.path.join(d, "config.json"), raw)
+        cgroup = Cgroup.for_path(cfg.cgroups_path or f"/torpor/{cid}")
+        if cgroup.procs():
+            raise TorporError(f"cannot restore: cgroup {cgroup.dirs[0]} is in use by other "
+                              "processes")
+        cgroup.create()
+        rec.cgroup_paths, rec.cgroup_v2 = cgroup.paths, cgroup.v2
+        store.save(rec)
+        cgroup.apply(cfg.resources)
+        plan = _Plan(image_path, cfg, cgroup, info)
+        if detach:
+            res = plan.run({"stdin": 0, "stdout": 1, "stderr": 2})
+            c.attach_init(res.pid, RUNNING)
+            _warn(res)
+        else:
+            from torpor.runtime import monitor
+
+            def spawn(stdio, pty, monitor_pid):
+                c.rec.monitor_pid = monitor_pid
+                c.rec.monitor_start = procs.start_time(monitor_pid)
+                r = plan.run({"stdin": stdio[0], "stdout": stdio[1], "stderr": stdio[2]})
+                c.attach_init(r.pid, RUNNING)
+                return c
+
+            monitor.start(spawn, terminal=False)
+            c.rec = store.load(cid)
+        if c.rec.status != RUNNING or not c.rec.pid:
+            raise TorporError("restore: the restored init was not recorded")
+        if pid_file:
+            write_pid_file(pid_file, c.rec.pid)
+    except BaseException as err:
+        _undo(c, cgroup, d, created_new)
+        if isinstance(err, TorporError) and not isinstance(err, (ImageError, InvalidState)):
+            msg = str(err)
+            if not msg.startswith("cannot restore"):
+                raise TorporError(f"cannot restore container \"{cid}\": {msg}") from None
+        raise
+    if work_path:
+        _write_stats(work_path, "restore", {"pid": c.rec.pid})
+    return c
+
+
+def _warn(res) -> None:
+    import logging
+
+    for w in getattr(res, "warnings", []) or []:
+        logging.getLogger("torpor").warning("%s", w)
+
+
+def _clear_for_restore(c: Container) -> None:
+    """A created container loses its waiting init; a stopped one its leftovers."""
+    cg = c.cgroup
+    if c.init_alive():
+        try:
+            os.kill(c.rec.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        cg.kill_all()
+    except TorporError:
+        pass
+    _wait_gone(c.init_alive, 10)
+    mon = c.rec.monitor_pid
+    if mon:
+        _wait_gone(lambda: procs.alive(mon, c.rec.monitor_start), 5)
+    cg.destroy()
+    for name in ("exec.fifo", "exit.json"):
+        try:
+            os.unlink(os.path.join(c.dir, name))
+        except FileNotFoundError:
+            pass
+
+
+def _undo(c: Container, cgroup, d: str, created_new: bool) -> None:
+    try:
+        if c.rec.pid and procs.alive(c.rec.pid, c.rec.pid_start):
+            os.kill(c.rec.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    try:
+        if cgroup is not None:
+            cgroup.kill_all(timeout=5)
+            cgroup.destroy()
+    except TorporError:
+        pass
+    mon = c.rec.monitor_pid
+    if mon:
+        _wait_gone(lambda: procs.alive(mon, c.rec.monitor_start), 5)
+    if created_new:
+        shutil.rmtree(d, ignore_errors=True)
+    else:
+        try:
+            os.unlink(os.path.join(d, "exit.json"))
+        except FileNotFoundError:
+            pass
+        c.rec.status = STOPPED
+        c.rec.pid = 0
+        try:
+            c.save()
+        except OSError:
+            pass
+
+
+class _Plan:
+    """The restored init's set-up (child_setup) and the engine call."""
+
+    def __init__(self, image_path: str, cfg, cgroup, info: ImageInfo) -> None:
+        self.image_path = image_path
+        self.cfg = cfg
+        self.cgroup = cgroup
+        self.info = info
+
+    def run(self, inherit_fds: dict[str, int]):
+        from torpor.engine.restore import restore_tree
+        from torpor.runtime.init import NS_FLAGS
+
+        cfg = self.cfg
+        flags = 0
+        for n in cfg.namespaces:
+            if not n.path and n.type != "cgroup":
+                flags |= NS_FLAGS[n.type]
+        wanted = set(self.info.state.get("stdio") or [])
+        fds = {k: v for k, v in inherit_fds.items() if k in wanted}
+        return restore_tree(self.image_path, clone_flags=flags, child_setup=self.child_setup,
+                            inherit_fds=fds)
+
+    def child_setup(self) -> None:
+        """Runs in the restored init (PID 1 of the new PID namespace) before the engine."""
+        from torpor.runtime import init as I
+        from torpor.runtime import linux as L
+        from torpor.runtime import nsstate, rootfs, tmpfs_state
+
+        cfg = self.cfg
+        state = self.info.state
+        self.cgroup.join(0)
+        fds = []
+        for kind in I._JOIN_ORDER:
+            for n in cfg.namespaces:
+                if n.type == kind and n.path and kind != "pid":
+                    try:
+                        fds.append((kind, os.open(n.path, os.O_RDONLY | os.O_CLOEXEC)))
+                    except OSError as err:
+                        raise TorporError(f"{kind} namespace {n.path}: {err.strerror}") from None
+        for kind, fd in fds:
+            L.setns(fd, I.NS_FLAGS[kind])
+            os.close(fd)
+        new = {n.type for n in cfg.namespaces if not n.path}
+        if "cgroup" in new:
+            L.unshare(L.CLONE_NEWCGROUP)
+        if "network" in new:
+            I._loopback_up()
+            nsstate.add_loopback_addresses(state.get("loopback") or [])
+        rootfs.prepare(cfg, getattr(self.cgroup, "paths", {}), console=None)
+        uts = state.get("uts") or {}
+        if "uts" in new:
+            host = uts.get("hostname") or cfg.hostname
+            if host:
+                L.sethostname(host)
+            dom = uts.get("domainname") or cfg.domainname
+            if dom:
+                L.setdomainname(dom)
+        rootfs.pivot(cfg.root_path)
+        for dest, data in self.info.tars:
+            tmpfs_state.extract(dest, data)
+        rootfs.finish(cfg)
+        for key, value in cfg.sysctl.items():
+            path = "/proc/sys/" + key.replace(".", "/")
+            try:
+                with open(path, "w") as f:
+                    f.write(value)
+            except OSError as err:
+                raise TorporError(f"sysctl {key}={value}: {err.strerror}") from None
+        if cfg.process.oom_score_adj is not None:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(cfg.process.oom_score_adj))
+        os.chdir("/")
+
+
+# ------------------------------------------------------------------------ named (Docker)
+
+
+def checkpoint_dir(root: str, cid: str, directory: str | None = None) -> str:
+    if directory:
+        return os.path.abspath(directory)
+    return os.path.join(StateStore(root).dir(cid), "checkpoints")
+
+
+def _check_name(name: str) -> str:
+    if not _NAME_RE.match(name or ""):
+        raise TorporError(f"invalid checkpoint name {name!r} (letters, digits, and _ . + - "
+                          "only)")
+    return name
+
+
+def create_named(root: str, cid: str, name: str, *, directory: str | None = None,
+                 leave_running: bool = False):
+    Container.load(root, cid)  # NotFound first
+    path = os.path.join(checkpoint_dir(root, cid, directory), _check_name(name))
+    if os.path.lexists(path):
+        raise AlreadyExists(f"checkpoint {name} of container \"{cid}\" exists already")
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    return checkpoint_container(root, cid, path, leave_running=leave_running)
+
+
+def list_named(root: str, cid: str, directory: str | None = None) -> list[dict]:
+    Container.load(root, cid)
+    d = checkpoint_dir(root, cid, directory)
+    out = []
+    try:
+        names = sorted(os.listdir(d))
+    except FileNotFoundError:
+        return out
+    for name in names:
+        p = os.path.join(d, name)
+        if not os.path.isfile(os.path.join(p, "manifest.json")):
+            continue
+        try:
+            with open(os.path.join(p, "manifest.json")) as f:
+                man = json.load(f)
+        except (OSError, ValueError):
+            man = {}
+        size = 0
+        for dp, _dn, fn in os.walk(p):
+            for f in fn:
+                try:
+                    size += os.lstat(os.path.join(dp, f)).st_size
+                except OSError:
+                    pass
+        out.append({"name": name, "created": man.get("created"), "size": size, "path": p})
+    return out
+
+
+def remove_named(root: str, cid: str, name: str, directory: str | None = None) -> None:
+    path = os.path.join(checkpoint_dir(root, cid, directory), _check_name(name))
+    if not os.path.isdir(path):
+        raise NotFound(f"container \"{cid}\" has no checkpoint {name}")
+    shutil.rmtree(path)
+
+
+def start_from_named(root: str, cid: str, name: str, directory: str | None = None) -> Container:
+    c = Container.load(root, cid)
+    path = os.path.join(checkpoint_dir(root, cid, directory), _check_name(name))
+    if not os.path.isdir(path):
+        raise NotFound(f"container \"{cid}\" has no checkpoint {name}")
+    st = c.status()
+    if st != STOPPED and st != CREATED:
+        raise InvalidState(f"cannot start container \"{cid}\" from checkpoint {name}: it is {st}")
+    return restore_container(root, cid, path)
