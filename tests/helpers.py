@@ -324,7 +324,7 @@ def assert_consecutive(values: Sequence[int], start: int = 1, what: str = "seque
 # --------------------------------------------------------------------------- torpor CLI
 
 
-def torpor(*args: object, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess:
+def torpor(*args: object, check: bool = True, timeout: float = 40.0) -> subprocess.CompletedProcess:
     """Run `python3 -m torpor ARGS` from the repository root.
 
     stdout/stderr go through temporary files, not pipes: a restored process that wrongly

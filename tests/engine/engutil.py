@@ -51,7 +51,12 @@ def checkpoint_kill(procs: Procs, pid: int, image: Path, out: Path | None = None
 def restore_same(procs: Procs, image: Path, pid: int) -> int:
     """Restore IMAGE; it must come back as PID, detached, running, untraced."""
     assert not os.path.exists(f"/proc/{pid}"), f"pid {pid} exists before restore"
-    new = restore(image, procs)
+    try:
+        new = restore(image, procs)
+    except BaseException:
+        if os.path.exists(f"/proc/{pid}"):  # half-restored: ours to clean up
+            procs.adopt(pid)
+        raise
     assert new == pid, f"restored as pid {new}, expected {pid}"
     st = proc_stat(pid)
     assert st is not None, "the restored process is gone"

@@ -11,13 +11,15 @@
  *           writes "tp-pauser woke" (a wrongly failed restart of an interrupted syscall)
  * Lines: "start NAME tid=TID" once, then "NAME n=N tid=TID tag=TAG ok=1" where n is a
  * per-thread __thread counter (consecutive, no gap, no repeat) and ok=1 means that the
- * thread's TLS tag, tid, name and sigmask are still what the thread set.
+ * thread's TLS tag, tid, name, sigmask, robust futex list, clear_child_tid address and rseq
+ * registration are still what they were when the thread started (else ok=0 why=WHAT).
  * On SIGUSR1 main stops and joins the sleeper and writes "joined sleeper". */
 #include "tp.h"
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -33,6 +35,8 @@ static __thread long tls_n;
 static __thread unsigned long tls_tag;
 static __thread int tls_idx;
 static __thread pid_t tls_tid;
+static __thread void *tls_robust;
+static __thread unsigned long tls_tidaddr;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -50,23 +54,64 @@ static void expected_mask(int idx, sigset_t *set)
         sigaddset(set, own_sig[idx]);
 }
 
-static int self_check(void)
+static void *robust_list(void)
+{
+    void *head = NULL;
+    size_t len = 0;
+    syscall(SYS_get_robust_list, 0, &head, &len);
+    return head;
+}
+
+static unsigned long tid_address(void)
+{
+    unsigned long a = 0;
+    prctl(PR_GET_TID_ADDRESS, &a);
+    return a;
+}
+
+/* re-registering glibc's rseq area gives EBUSY iff it is still registered */
+static int rseq_registered(void)
+{
+    extern const ptrdiff_t __rseq_offset;
+    extern const unsigned int __rseq_size;
+    if (__rseq_size == 0)
+        return 1; /* glibc did not register rseq: nothing to check */
+    void *area = (char *)__builtin_thread_pointer() + __rseq_offset;
+    unsigned lens[] = {32, __rseq_size, 20};
+    for (int i = 0; i < 3; i++) {
+        long r = syscall(SYS_rseq, area, lens[i], 0, 0x53053053);
+        if (r == -1 && errno == EBUSY)
+            return 1;
+        if (r == 0)
+            return 0;
+    }
+    return 0;
+}
+
+/* "" if the thread is as it set itself up, else what differs */
+static const char *self_check(void)
 {
     char name[32] = "";
     sigset_t cur, want;
     if (tls_tag != 0x7e57000000000000UL + (unsigned long)tls_idx * 0x1111)
-        return 0;
+        return "tls";
     if (tls_tid != (pid_t)syscall(SYS_gettid))
-        return 0;
+        return "tid";
     prctl(PR_GET_NAME, name);
     if (strcmp(name, names[tls_idx]) != 0)
-        return 0;
+        return "name";
     pthread_sigmask(SIG_BLOCK, NULL, &cur);
     expected_mask(tls_idx, &want);
     for (int s = 1; s < 65; s++)
         if (s != 32 && s != 33 && sigismember(&cur, s) != sigismember(&want, s))
-            return 0;
-    return 1;
+            return "sigmask";
+    if (robust_list() != tls_robust)
+        return "robust_list";
+    if (tid_address() != tls_tidaddr)
+        return "clear_child_tid";
+    if (!rseq_registered())
+        return "rseq";
+    return "";
 }
 
 static __thread int tls_failed;
@@ -74,8 +119,9 @@ static __thread int tls_failed;
 static void report(void)
 {
     tls_n++;
-    tp_printf(out_fd, "%s n=%ld tid=%d tag=%lx ok=%d\n", names[tls_idx], tls_n, tls_tid,
-              tls_tag, self_check() && !tls_failed);
+    const char *why = tls_failed ? "syscall" : self_check();
+    tp_printf(out_fd, "%s n=%ld tid=%d tag=%lx ok=%d%s%s\n", names[tls_idx], tls_n, tls_tid,
+              tls_tag, !*why, *why ? " why=" : "", why);
 }
 
 static void setup_thread(int idx)
@@ -84,6 +130,8 @@ static void setup_thread(int idx)
     tls_idx = idx;
     tls_tag = 0x7e57000000000000UL + (unsigned long)idx * 0x1111;
     tls_tid = syscall(SYS_gettid);
+    tls_robust = robust_list();
+    tls_tidaddr = tid_address();
     pthread_setname_np(pthread_self(), names[idx]);
     expected_mask(idx, &set);
     pthread_sigmask(SIG_SETMASK, &set, NULL);
