@@ -147,3 +147,21 @@ def test_memsum_256mib(compile_c, procs, tmp_path: Path) -> None:
     assert_consecutive(passes, what="passes")
     assert len(sums) == 1, f"checksum changed after restore: {lines[n - 2 : n + 3]}"
     assert_same_process_view(before, snapshot(p.pid))
+
+
+def test_many_areas_and_sparse_gigabyte(compile_c, procs, tmp_path: Path) -> None:
+    """3000 separate VMAs (more than IOV_MAX) and a 1 GiB area with 16 pages touched."""
+    out = tmp_path / "out"
+    p = procs.start([compile_c("manymaps"), out])
+    wait_for_lines(out, 2)
+    before = snapshot(p.pid)
+    assert len(before["maps"]) > 3000
+    img = tmp_path / "img"
+    n = len(cycle(procs, p.pid, img, out))
+    size = sum(f.stat().st_size for f in img.rglob("*") if f.is_file())
+    assert size < 64 << 20, f"image is {size >> 20} MiB: untouched/zero pages were stored"
+    wait_for_lines(out, n + 3)
+    lines = read_lines(out)
+    assert_consecutive([int(re.match(r"pass=(\d+)", ln).group(1)) for ln in lines], what="passes")
+    assert len({ln.split("sum=")[1] for ln in lines}) == 1, "memory differs after restore"
+    assert_same_process_view(before, snapshot(p.pid))
