@@ -117,7 +117,7 @@ def cpu_has(*flags: str) -> bool:
 
 GROUPS = [
     "sig", "altstack", "prctl", "creds", "rlimit", "itimer", "cwd", "shanon", "memfd",
-    "fileprivate", "fileshared", "guard", "delbefore", "delafter", "brk", "fds", "task",
+    "fileprivate", "fileshared", "guard", "delbefore", "delafter", "brk", "fds", "fddel", "task",
 ]  # fmt: skip
 def reports(out: Path) -> list[dict[str, str]]:
     """Complete reports in OUT, oldest first."""

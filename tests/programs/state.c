@@ -4,7 +4,7 @@
  *     key=value            (one per line; keys starting with "var." may legitimately change)
  *     end seq=N
  * GROUPS is "all" or a comma-separated list of: sig altstack prctl creds rlimit itimer cwd
- * shanon memfd fileprivate fileshared guard delbefore delafter brk fds task.
+ * shanon memfd fileprivate fileshared guard delbefore delafter brk fds fddel task.
  * Files are created in WORKDIR (delafter.dat is for the test to delete after a checkpoint).
  * On SIGUSR1 it drains its pending queued signals and appends one line per signal:
  *     drained sig=S value=V code=C pid=P uid=U
@@ -418,6 +418,32 @@ static void setup_fds(void)
             close(i);
 }
 
+/* fd 120: a file unlinked while open, with a position */
+static void setup_fddel(void)
+{
+    char p[512];
+    int fd = make_file("fddel.dat", 2, 21, O_CLOEXEC);
+    lseek(fd, 1234, SEEK_SET);
+    path(p, sizeof p, "fddel.dat");
+    unlink(p);
+    dup3(fd, 120, O_CLOEXEC);
+    close(fd);
+}
+
+static void report_fddel(void)
+{
+    char link[512];
+    static unsigned char buf[2 * PAGE];
+    ssize_t n = readlink("/proc/self/fd/120", link, sizeof link - 1);
+    link[n < 0 ? 0 : n] = 0;
+    kv("fddel.link", "%s", link);
+    kv("fddel.pos", "%ld", (long)lseek(120, 0, SEEK_CUR));
+    kv("fddel.flags", "%x,%x", fcntl(120, F_GETFL), fcntl(120, F_GETFD));
+    n = pread(120, buf, sizeof buf, 0);
+    kv("fddel.size", "%ld", (long)n);
+    kv("fddel.sum", "%016lx", (unsigned long)fnv(buf, sizeof buf));
+}
+
 static void report_fds(void)
 {
     char key[32], link[64], target[512];
@@ -559,6 +585,8 @@ static void report_process(long seq)
     }
     if (has("fds"))
         report_fds();
+    if (has("fddel"))
+        report_fddel();
     if (has("task"))
         report_task();
     report_memory(seq);
@@ -631,6 +659,8 @@ int main(int argc, char **argv)
     setup_memory();
     if (has("fds"))
         setup_fds();
+    if (has("fddel"))
+        setup_fddel();
     if (has("cwd")) {
         char p[512];
         path(p, sizeof p, "cwd-dir");
