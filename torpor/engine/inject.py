@@ -24,6 +24,7 @@ from torpor.engine.linux.sys import (
 from torpor.errors import TorporError
 
 ALL_SIGNALS = (1 << 64) - 1
+TRACE = bool(os.environ.get("TORPOR_TRACE_INJECT"))  # print every injected call to stderr
 SYSCALL_INSN = b"\x0f\x05"
 
 
@@ -85,6 +86,10 @@ class Injector:
         res = pt.get_regs(self.tid).rax
         if res >= (1 << 63):
             res -= 1 << 64
+        if TRACE:
+            import sys
+
+            sys.stderr.write(f"inject {self.tid}: {name}({', '.join(hex(a) for a in args)}) = {res:#x}\n")
         if check and -4096 < res < 0:
             raise OSError(-res, f"{os.strerror(-res)} (injected {name} in task {self.tid})")
         return res

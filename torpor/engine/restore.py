@@ -243,10 +243,11 @@ def _open_all(plan: Plan, opener: FileOpener) -> None:
             os.close(fd)
 
 
-def _root_child(plan: Plan, opener: FileOpener, report_fd: int,
+def _root_child(plan: Plan, opener: FileOpener, report_fd: int, hold_fd: int,
                 child_setup: Callable[[], None] | None) -> None:
     """The root task while it is still Python: caller's setup, files, fds, cwd, session;
-    then report and stop for the tracer. Never returns."""
+    then it reports and blocks on hold_fd until the restorer seizes it. If the restorer dies
+    first, hold_fd reads EOF and the task exits: nothing is left behind. Never returns."""
     root = plan.tree.processes[0]
     try:
         if child_setup is not None:
@@ -259,11 +260,12 @@ def _root_child(plan: Plan, opener: FileOpener, report_fd: int,
         # everything this child holds on to moves above the planned numbers first
         opener.high = plan.end + 512
         report_fd = opener._keep(report_fd)
+        hold_fd = opener._keep(hold_fd)
         opener.inherit_fds = {k: opener._keep(os.dup(v)) for k, v in opener.inherit_fds.items()}
         _open_all(plan, opener)
         for f in root.fds:
             os.dup2(plan.file(f.file_id), f.fd, inheritable=not f.cloexec)
-        keep = {f.fd for f in root.fds} | set(range(plan.base, plan.end)) | {report_fd}
+        keep = {f.fd for f in root.fds} | set(range(plan.base, plan.end)) | {report_fd, hold_fd}
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
             if fd not in keep:
@@ -282,8 +284,8 @@ def _root_child(plan: Plan, opener: FileOpener, report_fd: int,
             os.setpgid(0, 0)
         os.write(report_fd, b"OK")
         os.close(report_fd)
-        pt.ptrace(pt.TRACEME, 0)
-        os.kill(os.getpid(), signal.SIGSTOP)
+        os.read(hold_fd, 1)  # the restorer seizes us here
+        os._exit(127)  # EOF: the restorer is gone
     except BaseException as err:  # noqa: BLE001 - reported to the restorer, then exit
         msg = str(err) if isinstance(err, TorporError) else f"{type(err).__name__}: {err}"
         try:
@@ -343,25 +345,49 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
     plan = Plan(tree)
     opener = FileOpener(tree, pages_view, inherit_fds or {})
     built: dict[int, Built] = {}
-    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)  # root task -> restorer: "OK" or an error
+    hold_r, hold_w = os.pipe2(os.O_CLOEXEC)  # the root task waits on it until seized
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)  # intermediate -> restorer: the root's host PID
     child = 0
     try:
-        child = fork_with_pid([root.pid], clone_flags)
-        if child == 0:
-            os.close(report_r)
-            _root_child(plan, opener, report_w, child_setup)
-        os.close(report_w)
-        report_w = -1
-        msg = b""
-        while chunk := os.read(report_r, 4096):
-            msg += chunk
+        # An intermediate process forks the root and exits at once, so the root's parent is
+        # the caller's subreaper (a shim, conmon, torpor's monitor) or init, never this
+        # short-lived command; the restorer then traces it with PTRACE_SEIZE.
+        middle = os.fork()
+        if middle == 0:
+            try:
+                os.close(report_r)
+                os.close(pid_r)
+                os.close(hold_w)
+                root_task = fork_with_pid([root.pid], clone_flags)
+                if root_task == 0:
+                    os.close(pid_w)
+                    _root_child(plan, opener, report_w, hold_r, child_setup)
+                os.write(pid_w, str(root_task).encode())
+            except BaseException as err:  # noqa: BLE001 - reported to the restorer
+                if isinstance(err, FileExistsError):
+                    err = AlreadyExists(f"cannot restore: PID {root.pid} is in use")
+                os.write(pid_w, b"E" + str(err).encode()[:4000])
+            os._exit(0)
+        for fd in (report_w, hold_r, pid_w):
+            os.close(fd)
+        report_w = hold_r = pid_w = -1
+        answer = _read_all(pid_r)
+        os.waitpid(middle, 0)
+        if not answer or answer.startswith(b"E"):
+            raise RestoreError(answer[1:].decode(errors="replace") or "cannot fork the root task")
+        child = int(answer)
+        msg = _read_all(report_r)
         if msg != b"OK":
-            os.waitpid(child, 0)
-            child = 0
+            child = 0  # it exits by itself
             raise RestoreError(msg.decode(errors="replace") or "the restored task died while setting up")
-        status = pt.wait_stop(child)
-        if os.WSTOPSIG(status) != signal.SIGSTOP:
-            raise RestoreError(f"restored task {child} stopped with signal {os.WSTOPSIG(status)}")
+        pt.seize(child, TRACE_OPTIONS)
+        pt.interrupt(child)
+        while True:
+            status = pt.wait_stop(child)
+            if pt.stop_event(status) == pt.EVENT_STOP:
+                break
+            pt.cont(child, os.WSTOPSIG(status))
         warnings = _build_tree(tree, plan, child, built, pages_view, lx.addr(pages_map))
         return RestoreResult(child, sum(len(p.threads) for p in tree.processes),
                              time.monotonic() - t0, warnings)
@@ -372,11 +398,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
                 os.kill(h, signal.SIGKILL)
             except OSError:
                 pass
-        for h in hosts:
-            try:
-                os.waitpid(h, lx.WALL)
-            except OSError:
-                pass
+        _reap_tracees(time.monotonic() + 5)
         raise
     finally:
         for b in built.values():
@@ -384,9 +406,9 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
                 os.close(b.mem_fd)
             except OSError:
                 pass
-        os.close(report_r)
-        if report_w >= 0:
-            os.close(report_w)
+        for fd in (report_r, report_w, hold_r, hold_w, pid_r, pid_w):
+            if fd >= 0:
+                os.close(fd)
         opener.close()
         pages_view.release()
         try:
@@ -394,6 +416,33 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         except BufferError:
             pass
         reader.close()
+
+
+def _wait_new_task(host: int, what: str) -> None:
+    """A task auto-attached at its creation stops once: PTRACE_EVENT_STOP under a seized
+    tracer (SIGSTOP under PTRACE_TRACEME)."""
+    st = pt.wait_stop(host)
+    if pt.stop_event(st) != pt.EVENT_STOP and os.WSTOPSIG(st) != signal.SIGSTOP:
+        raise RestoreError(f"new {what} stopped with signal {os.WSTOPSIG(st)}")
+
+
+def _reap_tracees(deadline: float) -> None:
+    """Collect every task we trace or fathered: a killed thread group is only gone once
+    each of its traced threads has been waited for."""
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, lx.WALL | os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.001)
+
+
+def _read_all(fd: int) -> bytes:
+    out = b""
+    while chunk := os.read(fd, 4096):
+        out += chunk
+    return out
 
 
 def restore(image_path: str) -> RestoreResult:
@@ -408,7 +457,6 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
                 pages_view: memoryview, pages_addr: int) -> list[str]:
     warnings: list[str] = []
     root = tree.processes[0]
-    pt.set_options(root_host, TRACE_OPTIONS)
     mem_fd = os.open(f"/proc/{root_host}/mem", os.O_RDWR | os.O_CLOEXEC)
     inj = Injector(root_host, root_host, mem_fd, find_syscall_insn(root_host, mem_fd))
     built[root.pid] = Built(root, root_host, inj, mem_fd)
@@ -542,9 +590,7 @@ def _fork_child(parent: Built, child: Process, s: int, built: dict[int, Built]) 
     host = next((msg for ev, msg in inj.events if ev in (pt.EVENT_FORK, pt.EVENT_CLONE, pt.EVENT_VFORK)), 0)
     if not host:
         raise RestoreError(f"no trace event for the fork of process {child.pid}")
-    st = pt.wait_stop(host)
-    if os.WSTOPSIG(st) != signal.SIGSTOP:
-        raise RestoreError(f"new process {child.pid} stopped with signal {os.WSTOPSIG(st)}")
+    _wait_new_task(host, f"process {child.pid}")
     mem_fd = os.open(f"/proc/{host}/mem", os.O_RDWR | os.O_CLOEXEC)
     cinj = Injector(host, host, mem_fd, inj.syscall_ip)
     cinj.saved_sigmask = parent.inj.saved_sigmask
@@ -676,9 +722,7 @@ def _restore_process_state(b: Built, plan: Plan, s: int, pages_view: memoryview,
         host_tid = next((msg for ev, msg in inj.events if ev == pt.EVENT_CLONE), 0)
         if not host_tid:
             raise RestoreError(f"no trace event for thread {th.tid}")
-        st = pt.wait_stop(host_tid)
-        if os.WSTOPSIG(st) != signal.SIGSTOP:
-            raise RestoreError(f"new thread {th.tid} stopped with signal {os.WSTOPSIG(st)}")
+        _wait_new_task(host_tid, f"thread {th.tid}")
         b.threads[th.tid] = Injector(host, host_tid, b.mem_fd, inj.syscall_ip)
         b.host_tids[th.tid] = host_tid
 
