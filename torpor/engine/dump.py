@@ -167,6 +167,7 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
             thp = bool(leader.call("prctl", lx.PR_GET_THP_DISABLE, 0, 0, 0, 0))
             securebits = leader.call("prctl", lx.PR_GET_SECUREBITS, 0, 0, 0, 0)
             brk = leader.call("brk", 0)
+            rlimits = task.dump_rlimits(leader, s)
             for inj, th in zip(injectors, threads, strict=True):
                 th.altstack_sp, th.altstack_flags, th.altstack_size = signals.dump_altstack(inj, s)
                 th.clear_child_tid = task.prctl_get_into(inj, s, lx.PR_GET_TID_ADDRESS)
@@ -184,7 +185,7 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
         return Process(
             pid=pid, ppid=int(stat[4]), pgid=int(stat[5]), sid=int(stat[6]), comm=stat[2],
             threads=threads, vmas=vmas, mm=mm, fds=fds, sigactions=sigactions,
-            shared_pending=shared_pending, creds=creds, rlimits=task.dump_rlimits(pid),
+            shared_pending=shared_pending, creds=creds, rlimits=rlimits,
             cwd=cwd, root=root, umask=int(status.get("Umask", "0022"), 8),
             personality=task.read_personality(pid), pdeath_sig=pdeath, dumpable=dumpable,
             child_subreaper=subreaper, itimers=itimers, thp_disabled=thp,

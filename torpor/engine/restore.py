@@ -110,9 +110,13 @@ class FileOpener:
         """A file deleted before the checkpoint: recreated with its content, then unlinked."""
         if file_id not in self.ghosts:
             mf = self.tree.mapped_files[file_id]
+            # recreated under its own name when that is free, so /proc shows "path (deleted)"
             directory = os.path.dirname(mf.path) or "/"
-            name = f".torpor-ghost-{os.getpid()}-{file_id}"
-            path = os.path.join(directory, name) if os.path.isdir(directory) else f"/tmp/{name}"
+            path = mf.path
+            if not os.path.isdir(directory):
+                path = f"/tmp/.torpor-ghost-{os.getpid()}-{file_id}"
+            elif os.path.lexists(path):
+                path = os.path.join(directory, f".torpor-ghost-{os.getpid()}-{file_id}")
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             os.unlink(path)
             self._fill(fd, mf)
@@ -123,7 +127,10 @@ class FileOpener:
     def mapped_file(self, mf: MappedFile, writable_shared: bool) -> int:
         if mf.id in self.mapped:
             return self.mapped[mf.id]
-        if mf.kind in ("memfd", "shmem"):
+        if mf.kind == "shmem" and mf.path.startswith("/dev/zero"):
+            fd = self._keep(_shared_anon_object(mf.size))
+            self._fill(fd, mf)
+        elif mf.kind in ("memfd", "shmem"):
             name = mf.memfd_name or mf.path.lstrip("/")
             fl = os.MFD_CLOEXEC | (os.MFD_ALLOW_SEALING if mf.seals else 0)
             fd = self._keep(os.memfd_create(name[:249], fl))
@@ -143,6 +150,18 @@ class FileOpener:
                 raise RestoreError(f"cannot open {mf.path} needed by the image: {err.strerror}") from None
         self.mapped[mf.id] = fd
         return fd
+
+
+def _shared_anon_object(size: int) -> int:
+    """A fresh MAP_SHARED|MAP_ANONYMOUS object (it shows as "/dev/zero (deleted)"), as an fd:
+    map one, open it through /proc/self/map_files, unmap it."""
+    size = max(size, lx.PAGE_SIZE)
+    addr = lx.syscall(lx.NR["mmap"], 0, size, lx.PROT_READ | lx.PROT_WRITE,
+                      lx.MAP_SHARED | lx.MAP_ANONYMOUS, -1, 0)
+    try:
+        return os.open(f"/proc/self/map_files/{addr:x}-{addr + size:x}", os.O_RDWR | os.O_CLOEXEC)
+    finally:
+        lx.syscall(lx.NR["munmap"], addr, size)
 
 
 # ------------------------------------------------------------------ layout helpers
@@ -706,7 +725,7 @@ def _restore_process_state(b: Built, plan: Plan, s: int, pages_view: memoryview,
         inj.call("prctl", lx.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if proc.thp_disabled:
         inj.call("prctl", lx.PR_SET_THP_DISABLE, 1, 0, 0, 0)
-    warnings += task.restore_rlimits(host, proc.rlimits)
+    warnings += task.restore_rlimits(inj, s, proc.rlimits)
 
     # threads: clone3 with set_tid from inside the process; TRACECLONE stops each one
     b.threads = {proc.threads[0].tid: inj}

@@ -3,7 +3,6 @@ itimers, prctl bits, cwd/root/umask; thread name, rseq, robust list, clear_child
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
 from typing import TYPE_CHECKING
@@ -85,33 +84,31 @@ def last_cap() -> int:
 # ----------------------------------------------------------------------- rlimits
 
 
-class _Rlimit(ctypes.Structure):
-    _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
-
-
-def dump_rlimits(pid: int) -> list[list[int]]:
+def dump_rlimits(inj: Injector, scratch: int) -> list[list[int]]:
+    """Read inside the task: prlimit64 on another process needs CAP_SYS_RESOURCE when its
+    uid differs from ours (and this machine's root lacks that capability)."""
     out = []
     for res in range(RLIMIT_COUNT):
-        old = _Rlimit()
-        lx.syscall(lx.NR["prlimit64"], pid, res, 0, ctypes.addressof(old))
-        out.append([old.cur, old.max])
+        inj.call("prlimit64", 0, res, 0, scratch)
+        out.append(list(struct.unpack("<QQ", inj.read(scratch, 16))))
     return out
 
 
-def restore_rlimits(pid: int, limits: list[list[int]]) -> list[str]:
-    """Set the saved limits on pid from outside; returns warnings for limits that could not
-    be raised (raising a hard limit needs CAP_SYS_RESOURCE)."""
+def restore_rlimits(inj: Injector, scratch: int, limits: list[list[int]]) -> list[str]:
+    """Set the saved limits inside the task (before its credentials change). A hard limit
+    above the restorer's cannot be raised without CAP_SYS_RESOURCE: it is capped, with a
+    warning."""
     warnings = []
     for res, (cur, mx) in enumerate(limits):
-        new = _Rlimit(cur, mx)
+        inj.write(scratch, struct.pack("<QQ", cur, mx))
         try:
-            lx.syscall(lx.NR["prlimit64"], pid, res, ctypes.addressof(new), 0)
+            inj.call("prlimit64", 0, res, scratch, 0)
         except PermissionError:
-            old = _Rlimit()
-            lx.syscall(lx.NR["prlimit64"], pid, res, 0, ctypes.addressof(old))
-            fallback = _Rlimit(min(cur, old.max), min(mx, old.max))
-            lx.syscall(lx.NR["prlimit64"], pid, res, ctypes.addressof(fallback), 0)
-            warnings.append(f"rlimit {res}: hard limit {mx} could not be raised above {old.max}")
+            inj.call("prlimit64", 0, res, 0, scratch + 16)
+            _, old_max = struct.unpack("<QQ", inj.read(scratch + 16, 16))
+            inj.write(scratch, struct.pack("<QQ", min(cur, old_max), min(mx, old_max)))
+            inj.call("prlimit64", 0, res, scratch, 0)
+            warnings.append(f"rlimit {res}: hard limit {mx} capped at {old_max}")
     return warnings
 
 
