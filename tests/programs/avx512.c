@@ -1,7 +1,8 @@
 /* avx512 OUT: loads a pattern into zmm0-zmm31 and k1-k7 once, then loops forever checking that
  * the registers still hold it: 200 checks, a 1 ms nanosleep (raw syscall), again. Every 32
  * rounds it appends "OK <round>" to OUT (round = 32, 64, 96, ...). If a register differs it
- * appends "FAIL <round> bad=<mask>" (bit i: zmm i, bit 32+i: k i) and exits 3.
+ * appends "FAIL <round> bad=<mask>" (bit i: zmm i, bit 32+i: k i, bit 40: MXCSR, bit 41: x87
+ * control word; both are set to non-default values) and exits 3.
  * After the load nothing but this file's general-register-only code and raw syscalls runs, so
  * the registers can only change if the checkpoint/restore loses them. Needs AVX512F+BW. */
 #define _GNU_SOURCE
@@ -53,9 +54,32 @@ static NOVEC void load(void)
     "bts $(32+" #i "), %[bad]\n"                                                                  \
     "2" #i ":\n\t"
 
+#define MXCSR_VALUE 0xffc0 /* all exceptions masked, round toward zero, FTZ, DAZ */
+#define FCW_VALUE 0x0f7f   /* x87: round toward zero, 64-bit precision, all masked */
+
+static NOVEC void load_control(void)
+{
+    unsigned int mx = MXCSR_VALUE;
+    unsigned short cw = FCW_VALUE;
+    __asm__ volatile("ldmxcsr %0\n\tfldcw %1" ::"m"(mx), "m"(cw));
+}
+
+static NOVEC unsigned long check_control(void)
+{
+    unsigned int mx = 0;
+    unsigned short cw = 0;
+    unsigned long bad = 0;
+    __asm__ volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(mx), "=m"(cw));
+    if ((mx & ~0x3fU) != MXCSR_VALUE) /* ignore the sticky exception flags */
+        bad |= 1UL << 40;
+    if (cw != FCW_VALUE)
+        bad |= 1UL << 41;
+    return bad;
+}
+
 static NOVEC unsigned long check(void)
 {
-    unsigned long bad = 0;
+    unsigned long bad = check_control();
     __asm__ volatile(CHKZ(0) CHKZ(1) CHKZ(2) CHKZ(3) CHKZ(4) CHKZ(5) CHKZ(6) CHKZ(7) CHKZ(8)
                      CHKZ(9) CHKZ(10) CHKZ(11) CHKZ(12) CHKZ(13) CHKZ(14) CHKZ(15) CHKZ(16)
                      CHKZ(17) CHKZ(18) CHKZ(19) CHKZ(20) CHKZ(21) CHKZ(22) CHKZ(23) CHKZ(24)
@@ -105,6 +129,7 @@ static NOVEC __attribute__((noreturn)) void run(int fd)
         long sec, nsec;
     } ts;
     load();
+    load_control();
     for (unsigned long round = 1;; round++) {
         for (int i = 0; i < 200; i++) {
             unsigned long bad = check();
