@@ -165,3 +165,24 @@ def test_many_areas_and_sparse_gigabyte(compile_c, procs, tmp_path: Path) -> Non
     assert_consecutive([int(re.match(r"pass=(\d+)", ln).group(1)) for ln in lines], what="passes")
     assert len({ln.split("sum=")[1] for ln in lines}) == 1, "memory differs after restore"
     assert_same_process_view(before, snapshot(p.pid))
+
+
+def test_inside_signal_handler_on_altstack(compile_c, procs, tmp_path: Path) -> None:
+    """Checkpointed inside a SIGUSR2 handler running on the sigaltstack; after the restore the
+    handler goes on, and returning from it (sigreturn through the frame on the alternate
+    stack) gives back main's xmm15 and signal mask."""
+    out = tmp_path / "out"
+    p = procs.start([compile_c("sigframe"), out])
+    wait_for_lines(out, 3)
+    before = snapshot(p.pid)
+    n = len(cycle(procs, p.pid, tmp_path / "img", out))
+    wait_for_lines(out, n + 3)
+    handler = [ln for ln in read_lines(out) if ln.startswith("handler n=")]
+    assert_consecutive([int(ln.split()[1][2:]) for ln in handler], what="handler rounds")
+    assert all(ln.endswith("onstack=1 ss_onstack=1") for ln in handler), handler[-3:]
+    assert_same_process_view(before, snapshot(p.pid))
+    os.kill(p.pid, signal.SIGUSR1)
+    lines = wait_for_lines(out, 3, timeout=5, match="^main n=")
+    back = [ln for ln in lines if ln.startswith("back ")]
+    assert back == ["back ret=0 xmm=1 mask=1"], f"after sigreturn: {back}"
+    assert "handler returns" in lines
