@@ -519,8 +519,7 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
             try:
                 b.inj.call("setpgid", 0, proc.pgid)
             except OSError:
-                raise RestoreError(f"cannot recreate process group {proc.pgid} of process {proc.pid} "
-                                   "(its leader is not in the image)") from None
+                _group_without_leader(b, s, built)
     lastcap = task.last_cap()
     for proc in tree.processes:
         b = built.get(proc.pid)
@@ -616,11 +615,35 @@ def _fork_child(parent: Built, child: Process, s: int, built: dict[int, Built]) 
     built[child.pid] = Built(child, host, cinj, mem_fd)
 
 
-def _make_zombie(b: Built, s: int, built: dict[int, Built], deferred: list[Process]) -> None:
+def _group_without_leader(b: Built, s: int, built: dict[int, Built]) -> None:
+    """A process group whose leader had exited: a short-lived helper with the leader's PID,
+    forked by the member (so it is in the member's session), founds the group; the member
+    joins it; the helper exits and the member reaps it."""
+    proc = b.proc
+    helper = Process(pid=proc.pgid, ppid=proc.pid, pgid=proc.pgid, sid=proc.sid, comm="helper",
+                     threads=[], vmas=[], mm=proc.mm, fds=[], sigactions=[], shared_pending=[],
+                     creds=proc.creds, rlimits=[], cwd="/", root="/", umask=0, personality=0,
+                     zombie=True, exit_status=0)
+    try:
+        _fork_child(b, helper, s, built)
+    except (OSError, RestoreError) as err:
+        raise RestoreError(f"cannot recreate process group {proc.pgid} of process {proc.pid}: "
+                           f"{err}") from None
+    h = built.pop(helper.pid)
+    h.inj.call("setpgid", 0, 0)
+    b.inj.call("setpgid", 0, proc.pgid)
+    _make_zombie(h, s, built, [], session=False)
+    b.inj.call("wait4", proc.pgid, 0, 0, 0)
+    _drop_spurious_sigchld(b, s)
+
+
+def _make_zombie(b: Built, s: int, built: dict[int, Built], deferred: list[Process],
+                 session: bool = True) -> None:
     """A zombie: a task that exits at once with the saved status, reaped by nobody but its
     parent. As its tracer we collect the exit first, which hands it to the parent."""
     proc, inj = b.proc, b.inj
-    _set_session(b, s, built, deferred)
+    if session:
+        _set_session(b, s, built, deferred)
     status = proc.exit_status
     regs = inj.saved_regs.copy()
     regs.rip = inj.syscall_ip
