@@ -13,11 +13,14 @@ import signal
 from pathlib import Path
 
 import pytest
-from engutil import GROUPS, cycle, reports, sanity, stable, wait_reports
+from engutil import GROUPS, checkpoint_kill, cycle, reports, sanity, stable, wait_reports
 from helpers import (
+    assert_clean_error,
     assert_same_process_view,
     snapshot,
+    torpor,
     wait_for_lines,
+    wait_gone,
     wait_until,
 )
 
@@ -101,3 +104,27 @@ def test_state_group(compile_c, procs, tmp_path: Path, group: str) -> None:
 
 def test_state_all(compile_c, procs, tmp_path: Path) -> None:
     run_state(compile_c, procs, tmp_path, "all")
+
+
+def test_fd_file_deleted_since_checkpoint(compile_c, procs, tmp_path: Path) -> None:
+    """The file behind an open fd is deleted between checkpoint and restore: the restore may
+    refuse (one clear line, nothing left behind) or bring the fd back with its content and
+    position; anything in between is a bug."""
+    work = tmp_path / "work"
+    work.mkdir()
+    out = tmp_path / "out"
+    p = procs.start([compile_c("state"), out, work, "fds"])
+    wait_reports(out, 2)
+    checkpoint_kill(procs, p.pid, tmp_path / "img", out)
+    last = reports(out)[-1]
+    (work / "rw.dat").unlink()
+    res = torpor("restore", "--image-path", tmp_path / "img", check=False)
+    if res.returncode != 0:
+        assert_clean_error(res, "restore with a missing file")
+        wait_gone(p.pid, timeout=3)
+        return
+    procs.adopt(p.pid)
+    reps = wait_reports(out, int(last["seq"]) + 1)
+    after = reps[int(last["seq"])]
+    assert after["fd.100"].split("|")[1:] == last["fd.100"].split("|")[1:]
+    assert after["rw.pread"] == "1"
