@@ -1,0 +1,134 @@
+"""Checkpoint and restore of a process holding N MiB of dirty anonymous memory (bench/programs/
+memhog.c: malloc + fill with a per-page pattern, then a ~1 ms sleep loop that appends a
+CLOCK_MONOTONIC timestamp to a file).
+
+Per size and run (sizes interleaved, order rotated run by run):
+  1. `torpor checkpoint --pid P --leave-running`: wall time, MiB/s, image size, and the frozen
+     time = the largest gap between consecutive timestamps of the process around the command;
+  2. `torpor checkpoint --pid P` (the process is stopped and killed): wall time, MiB/s;
+  3. `torpor restore` of that image: wall time (it returns when the process runs), MiB/s.
+MiB/s = dirty MiB / wall time of the whole command (interpreter start included)."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+from bench.common import (MiB, build_c, drop_pages, emit, kill_tree, log, now, reap_zombies,
+                          restored_pid, rotate, spawn, torpor, wait_file, wait_gone)
+
+NAME = "memory"
+
+
+def frozen_ms(ts_path, t0: float, t1: float) -> float | None:
+    data = ts_path.read_bytes()
+    ts = [x / 1e9 for x in struct.unpack(f"<{len(data) // 8}Q", data[: len(data) // 8 * 8])]
+    before = [t for t in ts if t < t0]
+    inside = [t for t in ts if t0 <= t <= t1]
+    after = [t for t in ts if t > t1]
+    if not before or not after:
+        return None
+    seq = [before[-1], *inside, after[0]]
+    return max(b - a for a, b in zip(seq, seq[1:])) * 1000
+
+
+def one(ctx, mib: int, r: int, acc: dict) -> None:
+    hog = build_c("memhog", ctx.bindir)
+    d = ctx.workdir / f"mem-{mib}-{r}"
+    d.mkdir()
+    ready, ts = d / "ready", d / "ts"
+    p = spawn([str(hog), str(mib), str(ready), str(ts)], cwd=str(d))
+    rpid = None
+    try:
+        wait_file(ready, proc=p)
+        time.sleep(0.05)
+        # 1. leave-running checkpoint
+        img1 = d / "img-lr"
+        res = torpor("checkpoint", "--pid", p.pid, "--image-path", img1, "--leave-running")
+        if res.ok():
+            time.sleep(0.03)  # let the process log a timestamp after the thaw
+            acc["lr_s"].append(res.secs)
+            fz = frozen_ms(ts, res.t0, res.t1)
+            if fz is not None:
+                acc["frozen_ms"].append(fz)
+            from bench.common import dir_size
+
+            app, alloc = dir_size(img1)
+            acc["image_mib"].append(app / MiB)
+            acc["image_alloc_mib"].append(alloc / MiB)
+        else:
+            acc["errors"].setdefault("checkpoint_leave_running", res.why())
+        drop_pages(img1)
+        # 2. checkpoint (stop + kill)
+        img2 = d / "img"
+        res = torpor("checkpoint", "--pid", p.pid, "--image-path", img2)
+        if not res.ok():
+            acc["errors"].setdefault("checkpoint", res.why())
+            return
+        acc["ck_s"].append(res.secs)
+        wait_gone(p.pid)
+        reap_zombies()
+        # 3. restore
+        res = torpor("restore", "--image-path", img2)
+        rpid = restored_pid(res)
+        if rpid is None:
+            acc["errors"].setdefault("restore", res.why())
+            return
+        acc["rs_s"].append(res.secs)
+    finally:
+        kill_tree(rpid)
+        kill_tree(p.pid)
+        drop_pages(d)
+
+
+def run(ctx) -> None:
+    sizes = ctx.sizes
+    accs = {m: {"lr_s": [], "frozen_ms": [], "image_mib": [], "image_alloc_mib": [], "ck_s": [],
+                "rs_s": [], "errors": {}} for m in sizes}
+    for r in range(ctx.runs):
+        for mib in rotate(sizes, r):
+            log(f"  run {r + 1}/{ctx.runs}: {mib} MiB")
+            one(ctx, mib, r, accs[mib])
+    pcw = ctx.limits.get("page_cache_write")
+    ft = ctx.limits.get("first_touch")
+    for mib in sizes:
+        a, e = accs[mib], accs[mib]["errors"]
+        b = f"{NAME}.{mib}MiB"
+        ck_rate = [mib / s for s in a["ck_s"]]
+        rs_rate = [mib / s for s in a["rs_s"]]
+        lr_rate = [mib / s for s in a["lr_s"]]
+        rec_ck = emit(b, "checkpoint_s", a["ck_s"], "s", e.get("checkpoint"), dirty_mib=mib)
+        rec_ckr = emit(b, "checkpoint_mib_s", ck_rate, "MiB/s", e.get("checkpoint"), dirty_mib=mib)
+        emit(b, "checkpoint_leave_running_s", a["lr_s"], "s", e.get("checkpoint_leave_running"))
+        emit(b, "checkpoint_leave_running_mib_s", lr_rate, "MiB/s",
+             e.get("checkpoint_leave_running"))
+        rec_fz = emit(b, "frozen_ms", a["frozen_ms"], "ms", e.get("checkpoint_leave_running"))
+        rec_img = emit(b, "image_mib", a["image_mib"], "MiB", e.get("checkpoint_leave_running"),
+                       allocated_mib=a["image_alloc_mib"][-1] if a["image_alloc_mib"] else None)
+        rec_rs = emit(b, "restore_s", a["rs_s"], "s", e.get("restore") or e.get("checkpoint"))
+        rec_rsr = emit(b, "restore_mib_s", rs_rate, "MiB/s", e.get("restore") or e.get("checkpoint"))
+        ratio_ck = ratio_rs = None
+        if pcw and "median" in rec_ckr:
+            ratio_ck = rec_ckr["median"] / pcw
+            emit(b, "checkpoint_vs_page_cache_write", [ratio_ck], "ratio", target=0.8,
+                 page_cache_write_mib_s=pcw)
+        if ft and "median" in rec_rsr:
+            ratio_rs = rec_rsr["median"] / ft
+            emit(b, "restore_vs_first_touch", [ratio_rs], "ratio", target=0.8,
+                 first_touch_mib_s=ft)
+        log(f"  {mib:5d} MiB: checkpoint {_m(rec_ck)} s ({_m(rec_ckr)} MiB/s, "
+            f"{_pct(ratio_ck)} of page-cache write), frozen {_m(rec_fz)} ms, image "
+            f"{_m(rec_img)} MiB; restore {_m(rec_rs)} s ({_m(rec_rsr)} MiB/s, "
+            f"{_pct(ratio_rs)} of first touch)")
+        for k, v in e.items():
+            log(f"    FAILED {k}: {v}")
+
+
+def _m(rec: dict) -> str:
+    if "median" not in rec:
+        return "FAILED"
+    return f"{rec['median']} [{rec['min']}-{rec['max']}]"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 100:.0f}%"
