@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from torpor.engine.linux import ptrace as pt
-from torpor.engine.linux.procfs import list_tids
+from torpor.engine.linux.procfs import children, list_tids
 from torpor.errors import NotFound, TorporError
 
 
@@ -53,17 +53,6 @@ def _wait_interrupt_stop(tid: int) -> None:
             pt.cont(tid)
             continue
         pt.cont(tid, sig)  # a signal-delivery-stop: deliver it; the interrupt stays pending
-
-
-def _children(pid: int, tids: list[int]) -> list[int]:
-    out: list[int] = []
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out.extend(int(x) for x in f.read().split())
-        except FileNotFoundError:
-            pass
-    return out
 
 
 # ------------------------------------------------------------------ cgroup freezer
@@ -165,7 +154,7 @@ def seize_tree(root: int, freezer: str | None = None) -> FrozenTree:
                 tree.order.append(pid)
                 continue
             tree.order.append(pid)
-            queue.extend(_children(pid, tree.tids[pid]))
+            queue.extend(children(pid, tree.tids[pid]))
         if freezer:
             freezer_set(freezer, False)
             for tid in tree.all_tids():
@@ -175,7 +164,7 @@ def seize_tree(root: int, freezer: str | None = None) -> FrozenTree:
                     pass
             # children forked in the instant before the freeze are in the lists by now
             for pid in list(tree.order):
-                for child in _children(pid, tree.tids.get(pid, [])):
+                for child in children(pid, tree.tids.get(pid, [])):
                     if child not in tree.tids and child not in tree.zombies:
                         raise FreezeError(f"process {child} appeared during the freeze")
         return tree

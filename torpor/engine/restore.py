@@ -597,18 +597,8 @@ def _fork_child(parent: Built, child: Process, s: int, built: dict[int, Built]) 
     """The child is forked by its restored parent (so the parent links are right), with its
     PID, sharing the fd table if it did."""
     flags = lx.CLONE_FILES if child.files_shared_with == parent.proc.pid else 0
-    args = struct.pack("<11Q", flags, 0, 0, 0, child.exit_signal, 0, 0, 0, s + 256, 1, 0)
     inj = parent.inj
-    inj.write(s + 256, struct.pack("<i", child.pid))
-    inj.write(s + 512, args)
-    inj.events.clear()
-    vpid = inj.call("clone3", s + 512, len(args))
-    if vpid != child.pid:
-        raise RestoreError(f"process {child.pid} came back as {vpid}")
-    host = next((msg for ev, msg in inj.events if ev in (pt.EVENT_FORK, pt.EVENT_CLONE, pt.EVENT_VFORK)), 0)
-    if not host:
-        raise RestoreError(f"no trace event for the fork of process {child.pid}")
-    _wait_new_task(host, f"process {child.pid}")
+    host = _inject_clone3(inj, s, flags, child.exit_signal, child.pid, f"process {child.pid}")
     mem_fd = os.open(f"/proc/{host}/mem", os.O_RDWR | os.O_CLOEXEC)
     cinj = Injector(host, host, mem_fd, inj.syscall_ip)
     cinj.saved_sigmask = parent.inj.saved_sigmask
@@ -635,6 +625,25 @@ def _group_without_leader(b: Built, s: int, built: dict[int, Built]) -> None:
     _make_zombie(h, s, built, [], session=False)
     b.inj.call("wait4", proc.pgid, 0, 0, 0)
     _drop_spurious_sigchld(b, s)
+
+
+def _inject_clone3(inj: Injector, s: int, flags: int, exit_signal: int, tid: int, what: str) -> int:
+    """clone3 inside the traced task with set_tid = [tid] (its own PID namespace level). The
+    new task is auto-attached; returns its PID as the restorer sees it (from the trace event;
+    clone3's own result is the PID in the task's namespace)."""
+    args = struct.pack("<11Q", flags, 0, 0, 0, exit_signal, 0, 0, 0, s + 256, 1, 0)
+    inj.write(s + 256, struct.pack("<i", tid))
+    inj.write(s + 512, args)
+    inj.events.clear()
+    got = inj.call("clone3", s + 512, len(args))
+    if got != tid:
+        raise RestoreError(f"{what} came back as {got}")
+    host = next((msg for ev, msg in inj.events
+                 if ev in (pt.EVENT_FORK, pt.EVENT_CLONE, pt.EVENT_VFORK)), 0)
+    if not host:
+        raise RestoreError(f"no trace event for the creation of {what}")
+    _wait_new_task(host, what)
+    return host
 
 
 def _make_zombie(b: Built, s: int, built: dict[int, Built], deferred: list[Process],
@@ -754,17 +763,7 @@ def _restore_process_state(b: Built, plan: Plan, s: int, pages_view: memoryview,
     b.threads = {proc.threads[0].tid: inj}
     b.host_tids = {proc.threads[0].tid: host}
     for th in proc.threads[1:]:
-        args = struct.pack("<11Q", THREAD_FLAGS, 0, 0, 0, 0, 0, 0, 0, s + 256, 1, 0)
-        inj.write(s + 256, struct.pack("<i", th.tid))
-        inj.write(s + 512, args)
-        inj.events.clear()
-        vtid = inj.call("clone3", s + 512, len(args))
-        if vtid != th.tid:
-            raise RestoreError(f"thread {th.tid} came back as {vtid}")
-        host_tid = next((msg for ev, msg in inj.events if ev == pt.EVENT_CLONE), 0)
-        if not host_tid:
-            raise RestoreError(f"no trace event for thread {th.tid}")
-        _wait_new_task(host_tid, f"thread {th.tid}")
+        host_tid = _inject_clone3(inj, s, THREAD_FLAGS, 0, th.tid, f"thread {th.tid}")
         b.threads[th.tid] = Injector(host, host_tid, b.mem_fd, inj.syscall_ip)
         b.host_tids[th.tid] = host_tid
 

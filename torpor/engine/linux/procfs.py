@@ -113,10 +113,10 @@ def start_time(pid: int) -> int:
     return int(read_stat(pid)[22])
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of every thread of pid (needs CONFIG_PROC_CHILDREN)."""
+def children(pid: int, tids: list[int] | None = None) -> list[int]:
+    """Direct children of the threads of pid (all of them by default; CONFIG_PROC_CHILDREN)."""
     out: list[int] = []
-    for tid in list_tids(pid):
+    for tid in list_tids(pid) if tids is None else tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/children") as f:
                 out.extend(int(x) for x in f.read().split())

@@ -40,24 +40,23 @@ NR = {
 }
 
 
-def syscall(nr: int, *args: int) -> int:
-    """Call syscall nr; raise OSError(errno) on failure, return the result otherwise."""
-    res = _syscall(ctypes.c_long(nr), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
+def _call(fn, nr: int, args: tuple) -> int:
+    res = fn(ctypes.c_long(nr), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
     if res == -1:
         err = ctypes.get_errno()
         if err:
             raise OSError(err, os.strerror(err))
     return res
+
+
+def syscall(nr: int, *args: int) -> int:
+    """Call syscall nr; raise OSError(errno) on failure, return the result otherwise."""
+    return _call(_syscall, nr, args)
 
 
 def syscall_gil(nr: int, *args: int) -> int:
     """Like syscall() but without releasing the GIL (for clone3 from a Python process)."""
-    res = _syscall_gil(ctypes.c_long(nr), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
-    if res == -1:
-        err = ctypes.get_errno()
-        if err:
-            raise OSError(err, os.strerror(err))
-    return res
+    return _call(_syscall_gil, nr, args)
 
 
 def addr(buf) -> int:
