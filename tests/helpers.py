@@ -324,8 +324,9 @@ def assert_consecutive(values: Sequence[int], start: int = 1, what: str = "seque
 # --------------------------------------------------------------------------- torpor CLI
 
 
-def torpor(*args: object, check: bool = True, timeout: float = 40.0) -> subprocess.CompletedProcess:
-    """Run `python3 -m torpor ARGS` from the repository root.
+def torpor(*args: object, check: bool = True, timeout: float = 40.0, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python3 -m torpor ARGS` from the repository root (or CWD, with the repository on
+    PYTHONPATH).
 
     stdout/stderr go through temporary files, not pipes: a restored process that wrongly
     inherited a pipe would otherwise make this wait for EOF forever."""
@@ -333,7 +334,7 @@ def torpor(*args: object, check: bool = True, timeout: float = 40.0) -> subproce
     env = dict(os.environ, PYTHONPATH=str(REPO))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         rc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO, env=env,
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd or REPO, env=env,
             timeout=timeout, close_fds=True,
         ).returncode  # fmt: skip
         out.seek(0)

@@ -347,3 +347,23 @@ time.sleep(60)
     n = len(cycle(procs, p.pid, tmp_path / "img2", out))
     wait_for_lines(out, n + 3)
     assert_consecutive(ints(out))
+
+
+def test_relative_image_path_and_other_cwd(compile_c, procs, tmp_path: Path) -> None:
+    """checkpoint and restore with a relative --image-path, run from another directory."""
+    out = tmp_path / "out"
+    p = procs.start([compile_c("counter"), out])
+    wait_for_lines(out, 3)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    torpor("checkpoint", "--pid", p.pid, "--image-path", "img", cwd=work)
+    assert (work / "img").is_dir()
+    procs.reap(p.pid, timeout=5)
+    n = len(read_lines(out))
+    res = torpor("restore", "--image-path", "img", cwd=work, check=False)
+    if os.path.exists(f"/proc/{p.pid}"):
+        procs.adopt(p.pid)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[-1] == str(p.pid)
+    wait_for_lines(out, n + 3)
+    assert_consecutive(ints(out))
