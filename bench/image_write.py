@@ -165,3 +165,28 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run(ctx) -> None:
+    """Suite entry (`python3 -m bench image_write`): runs main() with the suite's --runs and
+    work directory (512 MiB, 3 variants by default) and re-emits its lines as suite results."""
+    import contextlib
+    import io
+
+    from bench.common import emit, log
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        main(["--size-mib", "512", "--runs", str(ctx.runs), "--dir", str(ctx.workdir),
+              "--variants", "os_write,raw,zstd"])
+    for line in buf.getvalue().splitlines():
+        rec = json.loads(line)
+        if "variant" in rec:
+            rates = rec["mib_s_runs"]
+            emit("image_write", f"{rec['variant']}_mib_s", rates, "MiB/s",
+                 stored_ratio=rec["ratio"], bytes=rec["bytes"])
+            log(f"  {rec['variant']:10s} {rec['mib_s_median']} MiB/s "
+                f"[{min(rates)}-{max(rates)}], stored/raw {rec['ratio']}")
+        elif "relative_to_os_write" in rec:
+            emit("image_write", "relative_to_os_write", None, "ratio",
+                 medians=rec["relative_to_os_write"])

@@ -14,8 +14,21 @@ from __future__ import annotations
 import struct
 import time
 
-from bench.common import (MiB, build_c, drop_pages, emit, kill_tree, log, now, reap_zombies,
-                          restored_pid, rotate, spawn, torpor, wait_file, wait_gone)
+from bench.common import (
+    MiB,
+    build_c,
+    drop_pages,
+    emit,
+    kill_tree,
+    log,
+    reap_zombies,
+    restored_pid,
+    rotate,
+    spawn,
+    torpor,
+    wait_file,
+    wait_gone,
+)
 
 NAME = "memory"
 
@@ -29,7 +42,7 @@ def frozen_ms(ts_path, t0: float, t1: float) -> float | None:
     if not before or not after:
         return None
     seq = [before[-1], *inside, after[0]]
-    return max(b - a for a, b in zip(seq, seq[1:])) * 1000
+    return max(b - a for a, b in zip(seq[:-1], seq[1:], strict=True)) * 1000
 
 
 def one(ctx, mib: int, r: int, acc: dict) -> None:

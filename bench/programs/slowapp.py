@@ -1,9 +1,6 @@
 """A slow-starting Python application: imports a large set of standard-library modules, builds
 some state, then writes READY_FILE and idles. Used by bench/pyapp.py (cold start vs restore)."""
 
-import sys
-import time
-
 import argparse  # noqa: F401
 import asyncio  # noqa: F401
 import concurrent.futures  # noqa: F401
@@ -36,7 +33,9 @@ import smtplib  # noqa: F401
 import sqlite3  # noqa: F401
 import ssl  # noqa: F401
 import statistics  # noqa: F401
+import sys
 import tarfile  # noqa: F401
+import time
 import typing  # noqa: F401
 import unittest.mock  # noqa: F401
 import urllib.request  # noqa: F401
@@ -47,10 +46,13 @@ import xmlrpc.client  # noqa: F401
 import xmlrpc.server  # noqa: F401
 import zipfile  # noqa: F401
 
-try:  # heavier third-party modules, when installed
-    import msgspec  # noqa: F401
-except ImportError:
-    pass
+# a heavy PyPI stack, whatever of it is installed
+for _mod in ("msgspec", "requests", "jinja2", "flask", "pydantic", "cryptography.x509",
+             "boto3", "numpy", "scipy.stats", "sympy"):
+    try:
+        __import__(_mod)
+    except ImportError:
+        pass
 
 # some application state built at start-up
 TABLE = {i: str(i) * 3 for i in range(200_000)}
