@@ -367,3 +367,23 @@ def test_relative_image_path_and_other_cwd(compile_c, procs, tmp_path: Path) -> 
     assert res.stdout.split()[-1] == str(p.pid)
     wait_for_lines(out, n + 3)
     assert_consecutive(ints(out))
+
+
+def test_same_image_restores_twice(compile_c, procs, tmp_path: Path) -> None:
+    """A restore does not consume or alter the image: restoring it again starts over from the
+    same point."""
+    out = tmp_path / "out"
+    p = procs.start([compile_c("counter"), out])
+    wait_for_lines(out, 3)
+    img = tmp_path / "img"
+    n = len(checkpoint_kill(procs, p.pid, img, out))
+    files = {f: f.read_bytes() for f in image_files(img)}
+    for _ in range(2):
+        out.write_text("")
+        restore_same(procs, img, p.pid)
+        wait_for_lines(out, 3)
+        vals = ints(out)
+        assert vals[0] == n + 1, f"restored counter starts at {vals[0]}, expected {n + 1}"
+        assert_consecutive(vals, start=n + 1)
+        procs.kill(p.pid)
+    assert {f: f.read_bytes() for f in image_files(img)} == files, "restore changed the image"
