@@ -297,6 +297,13 @@ static void setup_memory(void)
         fsh_a = map(16 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         fsh_b = map(4 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 4 * PAGE);
         close(fd);
+        /* fd 121 reads the file behind the mappings' back (kept: after a creds change the
+         * path may no longer be reachable) */
+        path(p, sizeof p, "shared.dat");
+        fd = open(p, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || dup3(fd, 121, O_CLOEXEC) != 121)
+            die("shared.dat fd");
+        close(fd);
         fill(fsh_a + 8 * PAGE, PAGE, 141); /* written through the mapping */
         add_region("fileshared", fsh_a, 16 * PAGE);
         fsh_fd_path_ok = 1;
@@ -361,14 +368,8 @@ static void report_memory(long seq)
         int ok = *b == orig;
         *a = seq;
         ok &= *b == seq;
-        char p[512];
-        path(p, sizeof p, "shared.dat");
-        int fd = open(p, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            if (pread(fd, &via_file, sizeof via_file, 4 * PAGE + 64) != sizeof via_file)
-                via_file = -2;
-            close(fd);
-        }
+        if (pread(121, &via_file, sizeof via_file, 4 * PAGE + 64) != sizeof via_file)
+            via_file = -2;
         *b = orig;
         kv("fileshared.coherent_mapping", "%d", ok && *a == orig);
         kv("fileshared.coherent_file", "%d", via_file == seq);
