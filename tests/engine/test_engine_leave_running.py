@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from engutil import (
-    GROUPS,
     THREADS,
     assert_running_untraced,
     check_per_key,
@@ -83,12 +82,10 @@ def test_leave_running_avx512(compile_c, procs, tmp_path: Path) -> None:
 
 
 def test_leave_running_state(compile_c, procs, tmp_path: Path) -> None:
-    """Every group but creds (its dump fails on its own; see test_state_group[creds])."""
     work = tmp_path / "work"
     work.mkdir()
     out = tmp_path / "out"
-    groups = ",".join(g for g in GROUPS if g != "creds")
-    p = procs.start([compile_c("state"), out, work, groups])
+    p = procs.start([compile_c("state"), out, work, "all"])
     wait_reports(out, 2)
     leave_running(p.pid, tmp_path / "img")
     last = reports(out)[-1]
