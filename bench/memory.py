@@ -45,6 +45,12 @@ def frozen_ms(ts_path, t0: float, t1: float) -> float | None:
     return max(b - a for a, b in zip(seq[:-1], seq[1:], strict=True)) * 1000
 
 
+def _fail(acc: dict, what: str, why: str) -> None:
+    """Record a failed command: its first message and how many runs failed."""
+    msg, n = acc["errors"].get(what, (why, 0))
+    acc["errors"][what] = (msg, n + 1)
+
+
 def one(ctx, mib: int, r: int, acc: dict) -> None:
     hog = build_c("memhog", ctx.bindir)
     d = ctx.workdir / f"mem-{mib}-{r}"
@@ -70,13 +76,13 @@ def one(ctx, mib: int, r: int, acc: dict) -> None:
             acc["image_mib"].append(app / MiB)
             acc["image_alloc_mib"].append(alloc / MiB)
         else:
-            acc["errors"].setdefault("checkpoint_leave_running", res.why())
+            _fail(acc, "checkpoint_leave_running", res.why())
         drop_pages(img1)
         # 2. checkpoint (stop + kill)
         img2 = d / "img"
         res = torpor("checkpoint", "--pid", p.pid, "--image-path", img2)
         if not res.ok():
-            acc["errors"].setdefault("checkpoint", res.why())
+            _fail(acc, "checkpoint", res.why())
             return
         acc["ck_s"].append(res.secs)
         wait_gone(p.pid)
@@ -85,7 +91,7 @@ def one(ctx, mib: int, r: int, acc: dict) -> None:
         res = torpor("restore", "--image-path", img2)
         rpid = restored_pid(res)
         if rpid is None:
-            acc["errors"].setdefault("restore", res.why())
+            _fail(acc, "restore", res.why())
             return
         acc["rs_s"].append(res.secs)
     finally:
@@ -105,7 +111,8 @@ def run(ctx) -> None:
     pcw = ctx.limits.get("page_cache_write")
     ft = ctx.limits.get("first_touch")
     for mib in sizes:
-        a, e = accs[mib], accs[mib]["errors"]
+        a = accs[mib]
+        e = {k: f"{m} ({n} of {ctx.runs} runs failed)" for k, (m, n) in a["errors"].items()}
         b = f"{NAME}.{mib}MiB"
         ck_rate = [mib / s for s in a["ck_s"]]
         rs_rate = [mib / s for s in a["rs_s"]]

@@ -4,6 +4,8 @@ the restored tree is counted (it must hold 50 processes again)."""
 
 from __future__ import annotations
 
+import time
+
 from bench.common import (
     descendants,
     drop_pages,
@@ -33,6 +35,7 @@ def run(ctx) -> None:
         rpid = None
         try:
             wait_file(d / "ready", proc=p)
+            time.sleep(0.1)  # let `mv` (which wrote the ready file) exit before counting
             n0 = 1 + len(descendants(p.pid))
             res = torpor("checkpoint", "--pid", p.pid, "--image-path", d / "img")
             if not res.ok():
