@@ -91,8 +91,15 @@ def test_threads(compile_c, procs, tmp_path: Path) -> None:
 
     # the sleeper exits and main joins it: needs the sleeper's clear_child_tid futex wake
     os.kill(p.pid, signal.SIGUSR1)
-    wait_for_lines(out, 1, timeout=5, match="^joined sleeper$")
+    lines = wait_for_lines(out, 1, timeout=5, match="^forked ")
+    assert "joined sleeper" in lines
     wait_until(lambda: started["tp-sleeper"] not in tids(p.pid), 5, "the sleeper to be gone")
+    # a thread created after the restore gets a working TLS, rseq, robust list...
+    assert "joined late" in lines, "could not create and join a new thread after restore"
+    late = [ln for ln in lines if ln.startswith("tp-late n=")]
+    assert len(late) == 1 and "ok=1" in late[0], f"new thread after restore: {late}"
+    # ...and fork works
+    assert "forked status=7" in lines, [ln for ln in lines if ln.startswith("forked")]
     assert_running_untraced(p.pid)
 
 

@@ -13,7 +13,9 @@
  * per-thread __thread counter (consecutive, no gap, no repeat) and ok=1 means that the
  * thread's TLS tag, tid, name, sigmask, robust futex list, clear_child_tid address and rseq
  * registration are still what they were when the thread started (else ok=0 why=WHAT).
- * On SIGUSR1 main stops and joins the sleeper and writes "joined sleeper". */
+ * On SIGUSR1 main stops and joins the sleeper and writes "joined sleeper", then starts a new
+ * thread "tp-late" (which reports once, with its self-check, and exits; "joined late") and
+ * forks a child that exits 7 ("forked status=7"): both must work in a restored process. */
 #include "tp.h"
 #include <linux/futex.h>
 #include <poll.h>
@@ -23,12 +25,13 @@
 #include <stdint.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
-enum { T_MAIN, T_SPIN, T_CONDW, T_SLEEPER, T_POLLER, T_FUTEXW, T_PAUSER, NT };
+enum { T_MAIN, T_SPIN, T_CONDW, T_SLEEPER, T_POLLER, T_FUTEXW, T_PAUSER, T_LATE, NT };
 static const char *names[NT] = {"tp-main", "tp-spin", "tp-condw", "tp-sleeper", "tp-poller",
-                                "tp-futexw", "tp-pauser"};
+                                "tp-futexw", "tp-pauser", "tp-late"};
 /* a signal blocked by one thread only (SIGUSR1 is blocked by every thread but main) */
-static const int own_sig[NT] = {0, SIGUSR2, SIGHUP, SIGWINCH, 40, 41, 42};
+static const int own_sig[NT] = {0, SIGUSR2, SIGHUP, SIGWINCH, 40, 41, 42, 43};
 
 static int out_fd;
 static __thread long tls_n;
@@ -233,6 +236,14 @@ static void *pauser(void *arg)
     return NULL;
 }
 
+static void *late(void *arg)
+{
+    (void)arg;
+    setup_thread(T_LATE);
+    report();
+    return NULL;
+}
+
 static void on_usr1(int sig)
 {
     (void)sig;
@@ -255,9 +266,9 @@ int main(int argc, char **argv)
     sigemptyset(&all);
     sigaddset(&all, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
-    void *(*fns[NT])(void *) = {NULL, spin, condw, sleeper, poller, futexw, pauser};
+    void *(*fns[NT])(void *) = {NULL, spin, condw, sleeper, poller, futexw, pauser, NULL};
     pthread_t th[NT];
-    for (int i = 1; i < NT; i++)
+    for (int i = 1; i < T_LATE; i++)
         if (pthread_create(&th[i], NULL, fns[i], NULL) != 0)
             return 3;
     setup_thread(T_MAIN);
@@ -275,6 +286,16 @@ int main(int argc, char **argv)
             pthread_join(th[T_SLEEPER], NULL);
             joined = 1;
             tp_printf(out_fd, "joined sleeper\n");
+            pthread_t lt;
+            if (pthread_create(&lt, NULL, late, NULL) == 0 && pthread_join(lt, NULL) == 0)
+                tp_printf(out_fd, "joined late\n");
+            pid_t child = fork();
+            if (child == 0)
+                _exit(7);
+            int st = -1;
+            while (child > 0 && waitpid(child, &st, 0) < 0 && errno == EINTR)
+                ;
+            tp_printf(out_fd, "forked status=%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
         }
     }
 }
