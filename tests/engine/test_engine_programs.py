@@ -193,3 +193,27 @@ def test_inside_signal_handler_on_altstack(compile_c, procs, tmp_path: Path) -> 
     back = [ln for ln in lines if ln.startswith("back ")]
     assert back == ["back ret=0 xmm=1 mask=1"], f"after sigreturn: {back}"
     assert "handler returns" in lines
+
+
+@pytest.mark.parametrize("program", ["threads", "pythreads.py"])
+def test_threads_three_generations(compile_c, procs, tmp_path: Path, program: str) -> None:
+    """A restored multi-threaded process can be checkpointed and restored again."""
+    out = tmp_path / "out"
+    if program.endswith(".py"):
+        argv, keys = [PYTHON, PROGRAMS / program, out], ["worker-0", "worker-1", "worker-2", "pool", "main"]
+    else:
+        argv, keys = [compile_c(program), out], THREADS
+    p = procs.start(argv)
+
+    def progressed(counts: dict[str, int]) -> bool:
+        by = per_key(read_lines(out))
+        return all(len(by.get(k, [])) >= counts.get(k, 0) + 3 for k in keys)
+
+    wait_until(lambda: progressed({}), 15, "first reports")
+    threads = tids(p.pid)
+    for gen in range(3):
+        counts = {k: len(v) for k, v in per_key(read_lines(out)).items()}
+        cycle(procs, p.pid, tmp_path / f"img{gen}", out)
+        assert tids(p.pid) == threads, f"generation {gen + 1}: thread IDs differ"
+        wait_until(lambda c=counts: progressed(c), 15, f"generation {gen + 1} to go on")
+        check_per_key(read_lines(out), keys)
