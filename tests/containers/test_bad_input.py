@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import time
@@ -94,26 +93,6 @@ def test_changed_rootfs(rt, tmp_path, rootfs, bundle):
     os.unlink(os.path.join(priv, "bin", "newtool"))
     rt("restore", "--image-path", img, cid)  # the same rootfs again: fine
     assert rt.wait_status(cid, "running")
-
-
-def test_sysv_ipc_refused_clearly(rt, tmp_path):
-    from torpor.runtime import nsstate
-
-    cid = rt.id("ipc")
-    rt("run", "-d", cid, "--", "sh", "-c", FAST)
-    wait_count(rt, cid, 1)
-    pid = rt.state(cid)["pid"]
-
-    def make_shm():
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.shmget(0, 4096, 0o1600)  # IPC_PRIVATE, IPC_CREAT|0600
-
-    assert nsstate.in_namespaces(pid, ["ipc"], make_shm) >= 0
-    img = str(tmp_path / "img")
-    r = rt("checkpoint", "--image-path", img, cid, check=False)
-    assert r.rc == 1 and "SysV IPC" in r.err and "shared memory" in r.err, r
-    assert not os.path.exists(img) or not os.listdir(img)
-    _untouched(rt, cid, pid)
 
 
 def test_checkpoint_of_stopped_or_missing(rt, tmp_path):

@@ -93,26 +93,16 @@ def _stdio_identity(pid: int) -> dict[tuple[int, int], str]:
     return out
 
 
-def _ipc_summary(objs: dict) -> str:
-    parts = []
-    for kind, word in (("shm", "shared memory segment"), ("sem", "semaphore set"),
-                       ("msg", "message queue")):
-        n = len(objs.get(kind) or [])
-        if n:
-            parts.append(f"{n} {word}{'s' if n > 1 else ''}")
-    return ", ".join(parts)
-
-
-def _check_ipc(pid: int, raw: dict, cid: str) -> None:
+def _save_ipc(pid: int, raw: dict, cid: str) -> dict | None:
+    """The SysV objects of the container's own IPC namespace, with their contents."""
     from torpor.runtime import nsstate
 
     if not any(t == "ipc" and not p for t, p in _ns_types(raw)):
-        return
-    objs = nsstate.in_namespaces(pid, ["ipc"], nsstate.ipc_objects)
-    summary = _ipc_summary(objs)
-    if summary:
-        raise TorporError(f"cannot checkpoint container \"{cid}\": it has SysV IPC objects "
-                          f"({summary}); saving them is not supported yet")
+        return None
+    try:
+        return nsstate.in_namespaces(pid, ["ipc"], nsstate.save_ipc)
+    except TorporError as err:
+        raise TorporError(f"cannot checkpoint container \"{cid}\": {err}") from None
 
 
 # ------------------------------------------------------------------------ checkpoint
@@ -142,7 +132,7 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
         if "pid" not in new_ns:
             raise TorporError(f"cannot checkpoint container \"{cid}\": it shares a PID "
                               "namespace (checkpoint needs its own)")
-        _check_ipc(init, raw, cid)
+        _save_ipc(init, raw, cid)  # refusals (attached segments) before the freeze
         rootfs = c.rec.rootfs or c.config.root_path
         meta = {META_KEY: {
             "version": 1, "id": cid, "config": raw, "bundle": c.rec.bundle, "rootfs": rootfs,
@@ -167,7 +157,7 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
             if "network" in new_ns:
                 state["loopback"] = nsstate.in_namespaces(init, ["net"],
                                                           nsstate.loopback_addresses)
-            _check_ipc(init, raw, cid)
+            state["ipc"] = _save_ipc(init, raw, cid)
             tars = tmpfs_state.save(init, raw)
             state["tmpfs"] = tmpfs_state.index(raw, list(tars))
             for name, data in tars.items():
@@ -484,6 +474,8 @@ class _Plan:
         if "network" in new:
             I._loopback_up()
             nsstate.add_loopback_addresses(state.get("loopback") or [])
+        if "ipc" in new and state.get("ipc"):
+            nsstate.restore_ipc(state["ipc"])
         rootfs.prepare(cfg, getattr(self.cgroup, "paths", {}), console=None)
         uts = state.get("uts") or {}
         if "uts" in new:

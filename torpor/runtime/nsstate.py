@@ -5,7 +5,8 @@
 * UTS: the hostname and domain name as they are (not as config.json had them).
 * Network: the addresses of the loopback device (rtnetlink), added back after `lo` is up
   (127.0.0.1/8 and ::1 come back by themselves).
-* SysV IPC: the objects of the IPC namespace (/proc/sysvipc reads the reader's namespace).
+* SysV IPC: shm segments, semaphore sets and message queues of the IPC namespace with their
+  ids and contents (/proc/sysvipc lists the reader's namespace; *_next_id gives the ids back).
 """
 
 from __future__ import annotations
@@ -87,24 +88,6 @@ def read_uts() -> dict:
 
 
 # ------------------------------------------------------------------------ SysV IPC
-
-
-def ipc_objects() -> dict:
-    """{"shm": [...], "sem": [...], "msg": [...]} of the current IPC namespace (key, id)."""
-    out = {}
-    for kind in ("shm", "sem", "msg"):
-        items = []
-        try:
-            with open(f"/proc/sysvipc/{kind}") as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            lines = []
-        for line in lines:
-            parts = line.split()
-            if len(parts) >= 2:
-                items.append({"key": int(parts[0]), "id": int(parts[1])})
-        out[kind] = items
-    return out
 
 
 # ------------------------------------------------------------------------ network (rtnetlink)
@@ -197,3 +180,128 @@ def add_loopback_addresses(addrs: list[dict]) -> None:
                     text = socket.inet_ntop(a["family"], raw) if fam else a["address"]
                     raise TorporError(f"cannot add {fam} address {text}/{a['prefixlen']} to lo: "
                                       f"{err.strerror}") from None
+
+
+# ------------------------------------------------------------------------ SysV IPC contents
+
+IPC_CREAT, IPC_EXCL, IPC_NOWAIT, IPC_RMID = 0o1000, 0o2000, 0o4000, 0
+SHM_RDONLY, GETALL, SETALL, MSG_COPY = 0o10000, 13, 17, 0o40000
+MSGMAX = 1 << 16
+
+
+def _libc():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+    libc.shmdt.argtypes = [ctypes.c_void_p]
+    libc.msgrcv.restype = ctypes.c_ssize_t
+    libc.msgrcv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long,
+                            ctypes.c_int]
+    libc.msgsnd.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
+def _oserr(what: str) -> OSError:
+    import ctypes
+
+    e = ctypes.get_errno()
+    return OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def _rows(kind: str) -> list[list[str]]:
+    try:
+        with open(f"/proc/sysvipc/{kind}") as f:
+            return [line.split() for line in f.read().splitlines()[1:] if line.strip()]
+    except OSError:
+        return []
+
+
+def save_ipc() -> dict:
+    """Every SysV object of the current IPC namespace with its contents (JSON-able)."""
+    import base64
+    import ctypes
+
+    libc = _libc()
+    out: dict = {"shm": [], "sem": [], "msg": []}
+    for r in _rows("shm"):
+        key, sid, perms, size, nattch = int(r[0]), int(r[1]), int(r[2], 8), int(r[3]), int(r[6])
+        if nattch:
+            raise TorporError(f"SysV shared memory segment {sid} is attached by {nattch} "
+                              "process(es): checkpoint of attached segments is not supported "
+                              "yet")
+        addr = libc.shmat(sid, None, SHM_RDONLY)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise _oserr(f"shmat {sid}")
+        try:
+            data = ctypes.string_at(addr, size)
+        finally:
+            libc.shmdt(addr)
+        out["shm"].append({"key": key, "id": sid, "mode": perms & 0o777, "size": size,
+                           "data": base64.b64encode(data.rstrip(b"\0")).decode()})
+    for r in _rows("sem"):
+        key, sid, perms, nsems = int(r[0]), int(r[1]), int(r[2], 8), int(r[3])
+        arr = (ctypes.c_ushort * nsems)()
+        if libc.semctl(sid, 0, GETALL, arr) < 0:
+            raise _oserr(f"semctl GETALL {sid}")
+        out["sem"].append({"key": key, "id": sid, "mode": perms & 0o777, "values": list(arr)})
+    for r in _rows("msg"):
+        key, mid, perms, qnum = int(r[0]), int(r[1]), int(r[2], 8), int(r[4])
+        msgs = []
+        buf = ctypes.create_string_buffer(8 + MSGMAX)
+        for i in range(qnum):
+            n = libc.msgrcv(mid, buf, MSGMAX, i, IPC_NOWAIT | MSG_COPY)
+            if n < 0:
+                raise _oserr(f"msgrcv MSG_COPY {mid}")
+            mtype = struct.unpack_from("=q", buf.raw)[0]
+            msgs.append([mtype, base64.b64encode(buf.raw[8:8 + n]).decode()])
+        out["msg"].append({"key": key, "id": mid, "mode": perms & 0o777, "messages": msgs})
+    return out
+
+
+def _next_id(kind: str, value: int) -> None:
+    """The id the next object of that kind gets (the kernel forgets it once used)."""
+    with open(f"/proc/sys/kernel/{kind}_next_id", "w") as f:
+        f.write(str(value))
+
+
+def restore_ipc(saved: dict) -> None:
+    """Recreate the objects with their ids and contents in the (new) current IPC namespace."""
+    import base64
+    import ctypes
+
+    if not any(saved.get(k) for k in ("shm", "sem", "msg")):
+        return
+    libc = _libc()
+    for o in saved.get("shm") or []:
+        _next_id("shm", o["id"])
+        sid = libc.shmget(o["key"], o["size"], IPC_CREAT | IPC_EXCL | o["mode"])
+        if sid != o["id"]:
+            raise TorporError(f"SysV shared memory segment {o['id']} came back as {sid}")
+        data = base64.b64decode(o["data"])
+        if data:
+            addr = libc.shmat(sid, None, 0)
+            if addr in (None, ctypes.c_void_p(-1).value):
+                raise _oserr(f"shmat {sid}")
+            ctypes.memmove(addr, data, len(data))
+            libc.shmdt(addr)
+    for o in saved.get("sem") or []:
+        _next_id("sem", o["id"])
+        n = len(o["values"])
+        sid = libc.semget(o["key"], n, IPC_CREAT | IPC_EXCL | o["mode"])
+        if sid != o["id"]:
+            raise TorporError(f"SysV semaphore set {o['id']} came back as {sid}")
+        arr = (ctypes.c_ushort * n)(*o["values"])
+        if libc.semctl(sid, 0, SETALL, arr) < 0:
+            raise _oserr(f"semctl SETALL {sid}")
+    for o in saved.get("msg") or []:
+        _next_id("msg", o["id"])
+        mid = libc.msgget(o["key"], IPC_CREAT | IPC_EXCL | o["mode"])
+        if mid != o["id"]:
+            raise TorporError(f"SysV message queue {o['id']} came back as {mid}")
+        for mtype, b64 in o["messages"]:
+            data = base64.b64decode(b64)
+            buf = ctypes.create_string_buffer(struct.pack("=q", mtype) + data, 8 + len(data))
+            if libc.msgsnd(mid, buf, len(data), IPC_NOWAIT) < 0:
+                raise _oserr(f"msgsnd {mid}")
