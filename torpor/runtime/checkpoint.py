@@ -123,9 +123,7 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
             raise InvalidState(f"cannot checkpoint container \"{cid}\": it is {st}")
         check_image_path_free(image_path)
         raw = c.raw_config
-        if (raw.get("process") or {}).get("terminal"):
-            raise TorporError(f"cannot checkpoint container \"{cid}\": containers with a "
-                              "terminal (process.terminal) are not supported yet")
+        terminal = bool((raw.get("process") or {}).get("terminal"))
         init = c.init_pid
         ns = _ns_types(raw)
         new_ns = {t for t, p in ns if not p}
@@ -137,7 +135,7 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
         meta = {META_KEY: {
             "version": 1, "id": cid, "config": raw, "bundle": c.rec.bundle, "rootfs": rootfs,
             "rootfs_identity": tmpfs_state.rootfs_identity(rootfs),
-            "embedded": bool(c.rec.embedded), "terminal": bool(c.rec.terminal),
+            "embedded": bool(c.rec.embedded), "terminal": terminal,
             "namespaces": sorted(new_ns), "created": c.rec.created,
             "annotations": c.rec.annotations or {},
         }}
@@ -152,6 +150,8 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
 
         def on_frozen(writer) -> None:
             state: dict = {"version": 1, "stdio": sorted(set(stdio.values()))}
+            if terminal:
+                state["tty"] = _save_tty(init)
             if "uts" in new_ns:
                 state["uts"] = nsstate.in_namespaces(init, ["uts"], nsstate.read_uts)
             if "network" in new_ns:
@@ -175,6 +175,35 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
             return res
         _stop_after_checkpoint(c)
         return res
+
+
+def _save_tty(pid: int) -> dict | None:
+    """termios and window size of the init's terminal (its fd 0), read from the host."""
+    import fcntl
+    import termios
+
+    try:
+        fd = os.open(f"/proc/{pid}/fd/0", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not os.isatty(fd):
+            return None
+        tio = fcntl.ioctl(fd, termios.TCGETS, b"\0" * 64)
+        ws = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
+        return {"termios": tio.hex(), "winsize": ws.hex()}
+    finally:
+        os.close(fd)
+
+
+def _apply_tty(fd: int, saved: dict | None) -> None:
+    import fcntl
+    import termios
+
+    if not saved:
+        return
+    fcntl.ioctl(fd, termios.TCSETS, bytes.fromhex(saved["termios"]))
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, bytes.fromhex(saved["winsize"]))
 
 
 def _write_stats(work_path: str, what: str, res) -> None:
@@ -281,11 +310,15 @@ def restore_container(root: str, cid: str, image_path: str, *, bundle: str | Non
     cfg = C.parse_config(raw, bundle)
     if cfg.process is None:
         raise C.ConfigError("config.json: process is missing")
-    if cfg.process.terminal or info.meta.get("terminal"):
-        raise TorporError("cannot restore: containers with a terminal (process.terminal) are "
-                          "not supported yet")
-    if console_socket is not None:
+    terminal = bool(info.meta.get("terminal"))
+    if cfg.process.terminal != terminal:
+        raise C.ConfigError("cannot restore: the image was made " + (
+            "with" if terminal else "without") + " a terminal, config.json has process."
+            f"terminal: {str(cfg.process.terminal).lower()}")
+    if console_socket is not None and not terminal:
         raise C.ConfigError("--console-socket needs process.terminal: true in config.json")
+    if terminal and detach and console_socket is None:
+        raise C.ConfigError("process.terminal is true: --console-socket is needed with --detach")
     if not cfg.namespace("mount"):
         raise C.ConfigError("config.json: linux.namespaces must include a mount namespace")
     pid_ns = cfg.namespace("pid")
@@ -316,7 +349,7 @@ def restore_container(root: str, cid: str, image_path: str, *, bundle: str | Non
         id=cid, status=CREATING, bundle=bundle or d, rootfs=cfg.root_path,
         created=old.created if old is not None else now_rfc3339(),
         owner="root" if os.getuid() == 0 else str(os.getuid()),
-        annotations=cfg.annotations, embedded=embedded, terminal=False)
+        annotations=cfg.annotations, embedded=embedded, terminal=terminal)
     c = Container(store, rec)
     cgroup = None
     try:
@@ -332,7 +365,21 @@ def restore_container(root: str, cid: str, image_path: str, *, bundle: str | Non
         store.save(rec)
         cgroup.apply(cfg.resources)
         plan = _Plan(image_path, cfg, cgroup, info)
-        if detach:
+        if detach and terminal:
+            from torpor.runtime.console import connect, open_pty, send_fd
+
+            sock = connect(console_socket)
+            pty = open_pty()
+            try:
+                res = plan.run({"stdin": pty[1], "stdout": pty[1], "stderr": pty[1]}, pty)
+                c.attach_init(res.pid, RUNNING)
+                send_fd(sock, pty[0], pty[2])
+            finally:
+                os.close(pty[0])
+                os.close(pty[1])
+                sock.close()
+            _warn(res)
+        elif detach:
             res = plan.run({"stdin": 0, "stdout": 1, "stderr": 2})
             c.attach_init(res.pid, RUNNING)
             _warn(res)
@@ -342,11 +389,14 @@ def restore_container(root: str, cid: str, image_path: str, *, bundle: str | Non
             def spawn(stdio, pty, monitor_pid):
                 c.rec.monitor_pid = monitor_pid
                 c.rec.monitor_start = procs.start_time(monitor_pid)
-                r = plan.run({"stdin": stdio[0], "stdout": stdio[1], "stderr": stdio[2]})
+                if pty is not None:
+                    r = plan.run({"stdin": pty[1], "stdout": pty[1], "stderr": pty[1]}, pty)
+                else:
+                    r = plan.run({"stdin": stdio[0], "stdout": stdio[1], "stderr": stdio[2]})
                 c.attach_init(r.pid, RUNNING)
                 return c
 
-            monitor.start(spawn, terminal=False)
+            monitor.start(spawn, terminal=terminal)
             c.rec = store.load(cid)
         if c.rec.status != RUNNING or not c.rec.pid:
             raise TorporError("restore: the restored init was not recorded")
@@ -434,7 +484,7 @@ class _Plan:
         self.cgroup = cgroup
         self.info = info
 
-    def run(self, inherit_fds: dict[str, int]):
+    def run(self, inherit_fds: dict[str, int], pty: tuple[int, int, str] | None = None):
         from torpor.engine.restore import restore_tree
         from torpor.runtime.init import NS_FLAGS
 
@@ -445,11 +495,18 @@ class _Plan:
                 flags |= NS_FLAGS[n.type]
         wanted = set(self.info.state.get("stdio") or [])
         fds = {k: v for k, v in inherit_fds.items() if k in wanted}
+        self.pty = pty
+        if pty is not None:
+            _apply_tty(pty[1], self.info.state.get("tty"))
         return restore_tree(self.image_path, clone_flags=flags, child_setup=self.child_setup,
                             inherit_fds=fds)
 
     def child_setup(self) -> None:
-        """Runs in the restored init (PID 1 of the new PID namespace) before the engine."""
+        """Runs in the restored init (PID 1 of the new PID namespace) before the engine.
+        Everything is imported before pivot_root: the container has no Python."""
+        import fcntl
+        import termios
+
         from torpor.runtime import init as I
         from torpor.runtime import linux as L
         from torpor.runtime import nsstate, rootfs, tmpfs_state
@@ -476,7 +533,9 @@ class _Plan:
             nsstate.add_loopback_addresses(state.get("loopback") or [])
         if "ipc" in new and state.get("ipc"):
             nsstate.restore_ipc(state["ipc"])
-        rootfs.prepare(cfg, getattr(self.cgroup, "paths", {}), console=None)
+        pty = getattr(self, "pty", None)
+        rootfs.prepare(cfg, getattr(self.cgroup, "paths", {}),
+                       console=pty[2] if pty is not None else None)
         uts = state.get("uts") or {}
         if "uts" in new:
             host = uts.get("hostname") or cfg.hostname
@@ -499,6 +558,9 @@ class _Plan:
         if cfg.process.oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(cfg.process.oom_score_adj))
+        if pty is not None:  # a new session whose controlling terminal is the new pty
+            os.setsid()
+            fcntl.ioctl(pty[1], termios.TIOCSCTTY, 0)
         os.chdir("/")
 
 
