@@ -13,7 +13,16 @@ import signal
 from pathlib import Path
 
 import pytest
-from engutil import GROUPS, checkpoint_kill, cycle, reports, sanity, stable, wait_reports
+from engutil import (
+    GROUPS,
+    checkpoint_kill,
+    cycle,
+    reports,
+    restore_same,
+    sanity,
+    stable,
+    wait_reports,
+)
 from helpers import (
     assert_clean_error,
     assert_same_process_view,
@@ -97,13 +106,39 @@ def run_state(compile_c, procs, tmp_path: Path, groups: str) -> None:
             assert "usr1 altstack=1" in lines, "SIGUSR1 handler did not run on the sigaltstack"
 
 
-@pytest.mark.parametrize("group", GROUPS)
+# A file mapped at checkpoint time and deleted before the restore is "a missing file the image
+# needs" (files deleted *before* the checkpoint have their content saved: group delbefore).
+RESTORABLE = [g for g in GROUPS if g != "delafter"]
+
+
+@pytest.mark.parametrize("group", RESTORABLE)
 def test_state_group(compile_c, procs, tmp_path: Path, group: str) -> None:
     run_state(compile_c, procs, tmp_path, group)
 
 
 def test_state_all(compile_c, procs, tmp_path: Path) -> None:
-    run_state(compile_c, procs, tmp_path, "all")
+    run_state(compile_c, procs, tmp_path, ",".join(RESTORABLE))
+
+
+def test_mapped_file_deleted_after_checkpoint_is_refused(compile_c, procs, tmp_path: Path) -> None:
+    """The restore names the missing file in one line, exits non-zero, leaves nothing behind;
+    with the file back in place the same image restores."""
+    work = tmp_path / "work"
+    work.mkdir()
+    out = tmp_path / "out"
+    p = procs.start([compile_c("state"), out, work, "delafter"])
+    wait_reports(out, 2)
+    checkpoint_kill(procs, p.pid, tmp_path / "img", out)
+    saved = (work / "delafter.dat").read_bytes()
+    (work / "delafter.dat").unlink()
+    res = torpor("restore", "--image-path", tmp_path / "img", check=False)
+    assert_clean_error(res, "restore without a mapped file")
+    assert "delafter.dat" in res.stderr
+    assert not os.path.exists(f"/proc/{p.pid}"), "a failed restore left a process behind"
+    (work / "delafter.dat").write_bytes(saved)
+    restore_same(procs, tmp_path / "img", p.pid)
+    n = int(reports(out)[-1]["seq"])
+    wait_reports(out, n + 2)
 
 
 def test_fd_file_deleted_since_checkpoint(compile_c, procs, tmp_path: Path) -> None:

@@ -367,6 +367,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
     report_r, report_w = os.pipe2(os.O_CLOEXEC)  # root task -> restorer: "OK" or an error
     hold_r, hold_w = os.pipe2(os.O_CLOEXEC)  # the root task waits on it until seized
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)  # intermediate -> restorer: the root's host PID
+    release_r, release_w = os.pipe2(os.O_CLOEXEC)  # restorer -> intermediate: EOF = go
     child = 0
     try:
         # An intermediate process forks the root and exits at once, so the root's parent is
@@ -378,25 +379,38 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
                 os.close(report_r)
                 os.close(pid_r)
                 os.close(hold_w)
+                os.close(release_w)
                 root_task = fork_with_pid([root.pid], clone_flags)
                 if root_task == 0:
                     os.close(pid_w)
+                    os.close(release_r)
                     _root_child(plan, opener, report_w, hold_r, child_setup)
                 os.write(pid_w, str(root_task).encode())
+                os.close(pid_w)
+                # stay its parent until the restorer has its report: a root that failed is
+                # reaped here instead of lingering as a zombie of whoever adopts it
+                os.close(report_w)
+                os.read(release_r, 1)
+                os.waitpid(root_task, os.WNOHANG)
             except BaseException as err:  # noqa: BLE001 - reported to the restorer
                 if isinstance(err, FileExistsError):
                     err = AlreadyExists(f"cannot restore: PID {root.pid} is in use")
                 os.write(pid_w, b"E" + str(err).encode()[:4000])
             os._exit(0)
-        for fd in (report_w, hold_r, pid_w):
+        for fd in (report_w, hold_r, pid_w, release_r):
             os.close(fd)
-        report_w = hold_r = pid_w = -1
+        report_w = hold_r = pid_w = release_r = -1
         answer = _read_all(pid_r)
-        os.waitpid(middle, 0)
         if not answer or answer.startswith(b"E"):
+            os.close(release_w)
+            release_w = -1
+            os.waitpid(middle, 0)
             raise RestoreError(answer[1:].decode(errors="replace") or "cannot fork the root task")
         child = int(answer)
         msg = _read_all(report_r)
+        os.close(release_w)  # the intermediate reaps a failed root, or exits and lets it go
+        release_w = -1
+        os.waitpid(middle, 0)
         if msg != b"OK":
             child = 0  # it exits by itself
             raise RestoreError(msg.decode(errors="replace") or "the restored task died while setting up")
@@ -425,7 +439,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
                 os.close(b.mem_fd)
             except OSError:
                 pass
-        for fd in (report_r, report_w, hold_r, hold_w, pid_r, pid_w):
+        for fd in (report_r, report_w, hold_r, hold_w, pid_r, pid_w, release_r, release_w):
             if fd >= 0:
                 os.close(fd)
         opener.close()

@@ -45,6 +45,7 @@ DELETED = " (deleted)"
 # madvise advice for VmFlags that a plain mmap does not give back
 MADV_FOR_FLAG = {"dd": 16, "dc": 10, "wf": 18, "hg": 14, "nh": 15, "mg": 12}  # DONTDUMP, DONTFORK, WIPEONFORK, HUGEPAGE, NOHUGEPAGE, MERGEABLE
 CHUNK = 64 << 20
+BATCH = 1 << 30  # bytes per process_vm_writev call on restore
 
 
 def _is_shmem_path(path: str) -> bool:
@@ -192,7 +193,10 @@ def restore_pages(t: TaskRestore, vmas: list[Vma]) -> None:
     wv: list[tuple[int, int]] = []
     local: list[tuple[int, int]] = []
 
+    pending = 0
+
     def flush() -> None:
+        nonlocal pending
         if not wv:
             return
         total = sum(n for _, n in wv)
@@ -201,16 +205,22 @@ def restore_pages(t: TaskRestore, vmas: list[Vma]) -> None:
             raise TorporError(f"process {t.pid}: short write of restored memory ({done} of {total} bytes)")
         wv.clear()
         local.clear()
+        pending = 0
 
     for v in vmas:
         writable = bool(v.prot & PROT_WRITE)
         for r in v.pages:
             n = r.npages * PAGE_SIZE
             if writable:
-                wv.append((r.vaddr, n))
-                local.append((src_addr + r.offset, n))
-                if len(wv) >= vm.IOV_MAX:
-                    flush()
+                # one process_vm_writev moves at most MAX_RW_COUNT (2 GiB - 4 KiB): batches stay
+                # below BATCH bytes, and a single run larger than that is split
+                for off in range(0, n, BATCH):
+                    m = min(BATCH, n - off)
+                    wv.append((r.vaddr + off, m))
+                    local.append((src_addr + r.offset + off, m))
+                    pending += m
+                    if len(wv) >= vm.IOV_MAX or pending >= BATCH:
+                        flush()
             else:
                 data = src[r.offset : r.offset + n]
                 off = 0
