@@ -93,6 +93,19 @@ def _stdio_identity(pid: int) -> dict[tuple[int, int], str]:
     return out
 
 
+def _check_seccomp(c: Container, cid: str) -> None:
+    """The engine does not save seccomp filters yet: refuse rather than lose them."""
+    for pid in c.processes():
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                mode = next((ln.split()[1] for ln in f if ln.startswith("Seccomp:")), "0")
+        except OSError:
+            continue
+        if mode != "0":
+            raise TorporError(f"cannot checkpoint container \"{cid}\": process {pid} has "
+                              "seccomp filters, which checkpoint cannot save yet")
+
+
 def _save_ipc(pid: int, raw: dict, cid: str) -> dict | None:
     """The SysV objects of the container's own IPC namespace, with their contents."""
     from torpor.runtime import nsstate
@@ -131,6 +144,7 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
             raise TorporError(f"cannot checkpoint container \"{cid}\": it shares a PID "
                               "namespace (checkpoint needs its own)")
         _save_ipc(init, raw, cid)  # refusals (attached segments) before the freeze
+        _check_seccomp(c, cid)
         rootfs = c.rec.rootfs or c.config.root_path
         meta = {META_KEY: {
             "version": 1, "id": cid, "config": raw, "bundle": c.rec.bundle, "rootfs": rootfs,
