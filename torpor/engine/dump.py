@@ -19,7 +19,7 @@ from torpor.engine.linux import ptrace as pt
 from torpor.engine.linux import sys as lx
 from torpor.engine.linux.cpu import xcr0
 from torpor.engine.linux.procfs import read_auxv, read_comm, read_maps, read_stat, read_status
-from torpor.engine.resources import cpu, files, memory, signals, task
+from torpor.engine.resources import cpu, files, memory, process_resources, signals, task
 from torpor.image.schema import (
     SCHEMA_VERSION,
     MappedFile,
@@ -168,6 +168,9 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
             securebits = leader.call("prctl", lx.PR_GET_SECUREBITS, 0, 0, 0, 0)
             brk = leader.call("brk", 0)
             rlimits = task.dump_rlimits(leader, s)
+            extra: dict = {}
+            for res in process_resources():
+                extra.update(res.dump(ctx, pid, leader, s))
             for inj, th in zip(injectors, threads, strict=True):
                 th.altstack_sp, th.altstack_flags, th.altstack_size = signals.dump_altstack(inj, s)
                 th.clear_child_tid = task.prctl_get_into(inj, s, lx.PR_GET_TID_ADDRESS)
@@ -189,7 +192,7 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
             cwd=cwd, root=root, umask=int(status.get("Umask", "0022"), 8),
             personality=task.read_personality(pid), pdeath_sig=pdeath, dumpable=dumpable,
             child_subreaper=subreaper, itimers=itimers, thp_disabled=thp,
-            exit_signal=int(stat[38]),
+            exit_signal=int(stat[38]), **extra,
         )
     finally:
         os.close(ctx.mem_fd)

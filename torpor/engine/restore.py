@@ -24,7 +24,7 @@ from torpor.engine.inject import Injector, Scratch, find_syscall_insn
 from torpor.engine.linux import ptrace as pt
 from torpor.engine.linux import sys as lx
 from torpor.engine.linux.procfs import read_maps
-from torpor.engine.resources import cpu, memory, signals, task
+from torpor.engine.resources import cpu, memory, process_resources, signals, task
 from torpor.engine.resources import files as fdkinds
 from torpor.errors import AlreadyExists, ImageError, TorporError
 from torpor.image.schema import SCHEMA_VERSION, MappedFile, Process, TreeImage
@@ -327,6 +327,14 @@ class Built:
     mem_fd: int
     threads: dict[int, Injector] = field(default_factory=dict)  # vtid -> injector
     host_tids: dict[int, int] = field(default_factory=dict)  # vtid -> host tid
+    plan: Plan | None = None
+
+    def file_fd(self, file_id: int) -> int:
+        """The helper fd (in this task) of saved open file description file_id."""
+        return self.plan.file(file_id)
+
+
+ProcessRestore = Built  # the name resource modules know it by
 
 
 def restore_tree(image_path: str, *, clone_flags: int = 0,
@@ -795,6 +803,9 @@ def _restore_process_state(b: Built, plan: Plan, s: int, pages_view: memoryview,
             ti.call("rseq", th.rseq_ptr, th.rseq_len, 0, th.rseq_sig)
         signals.restore_pending(ti, s, proc.pid, th.tid, th.pending, False, ignored)
     signals.restore_pending(inj, s, proc.pid, proc.pid, proc.shared_pending, True, ignored)
+    b.plan = plan
+    for res in process_resources():
+        warnings += res.restore(b, inj, s) or []
     for th in proc.threads:
         ti = b.threads[th.tid]
         if not full_root:
