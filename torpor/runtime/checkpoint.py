@@ -93,17 +93,24 @@ def _stdio_identity(pid: int) -> dict[tuple[int, int], str]:
     return out
 
 
-def _check_seccomp(c: Container, cid: str) -> None:
-    """The engine does not save seccomp filters yet: refuse rather than lose them."""
+def _save_seccomp(c: Container, cid: str) -> list[str]:
+    """The seccomp filter stack shared by every process (read with PTRACE_SECCOMP_GET_FILTER:
+    the engine's tracer is this thread); restore installs it in the init before the tree is
+    rebuilt, so every restored process inherits it."""
+    from torpor.runtime import seccomp
+
+    stacks = {}
     for pid in c.processes():
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                mode = next((ln.split()[1] for ln in f if ln.startswith("Seccomp:")), "0")
-        except OSError:
-            continue
-        if mode != "0":
-            raise TorporError(f"cannot checkpoint container \"{cid}\": process {pid} has "
-                              "seccomp filters, which checkpoint cannot save yet")
+        mode = seccomp.seccomp_mode(pid)
+        if mode == 1:
+            raise TorporError(f"cannot checkpoint container \"{cid}\": process {pid} uses "
+                              "strict seccomp mode")
+        stacks[pid] = tuple(seccomp.get_filters(pid)) if mode == 2 else ()
+    distinct = set(stacks.values())
+    if len(distinct) > 1:
+        raise TorporError(f"cannot checkpoint container \"{cid}\": its processes have "
+                          "different seccomp filters (only one stack shared by all is saved)")
+    return [f.hex() for f in (distinct.pop() if distinct else ())]
 
 
 def _save_ipc(pid: int, raw: dict, cid: str) -> dict | None:
@@ -144,7 +151,6 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
             raise TorporError(f"cannot checkpoint container \"{cid}\": it shares a PID "
                               "namespace (checkpoint needs its own)")
         _save_ipc(init, raw, cid)  # refusals (attached segments) before the freeze
-        _check_seccomp(c, cid)
         rootfs = c.rec.rootfs or c.config.root_path
         meta = {META_KEY: {
             "version": 1, "id": cid, "config": raw, "bundle": c.rec.bundle, "rootfs": rootfs,
@@ -172,6 +178,7 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
                 state["loopback"] = nsstate.in_namespaces(init, ["net"],
                                                           nsstate.loopback_addresses)
             state["ipc"] = _save_ipc(init, raw, cid)
+            state["seccomp"] = _save_seccomp(c, cid)
             tars = tmpfs_state.save(init, raw)
             state["tmpfs"] = tmpfs_state.index(raw, list(tars))
             for name, data in tars.items():
@@ -523,7 +530,7 @@ class _Plan:
 
         from torpor.runtime import init as I
         from torpor.runtime import linux as L
-        from torpor.runtime import nsstate, rootfs, tmpfs_state
+        from torpor.runtime import nsstate, rootfs, seccomp, tmpfs_state
 
         cfg = self.cfg
         state = self.info.state
@@ -576,6 +583,8 @@ class _Plan:
             os.setsid()
             fcntl.ioctl(pty[1], termios.TIOCSCTTY, 0)
         os.chdir("/")
+        for bpf in state.get("seccomp") or []:  # last: the filters apply from here on
+            seccomp.install(bytes.fromhex(bpf))
 
 
 # ------------------------------------------------------------------------ named (Docker)

@@ -359,7 +359,7 @@ def parse_config(raw: Any, bundle: str | None = None) -> Config:
     if prop not in ("private", "rprivate", "slave", "rslave", "shared", "rshared",
                     "unbindable", "runbindable"):
         raise ConfigError(f"config.json: linux.rootfsPropagation {prop!r} is not valid")
-    for key in ("seccomp", "intelRdt", "personality", "mountLabel", "memoryPolicy"):
+    for key in ("intelRdt", "personality", "mountLabel", "memoryPolicy"):
         if linux.get(key):
             warn(f"linux.{key} is not supported by torpor; the container runs without it")
     if raw.get("hooks"):

@@ -265,7 +265,7 @@ class Container:
 
                 own_pty = pty = open_pty()
             plan = Plan(
-                process=cfg.process, cgroup=cgroup, cfg=cfg,
+                process=cfg.process, cgroup=cgroup, cfg=cfg, seccomp=seccomp_bpf(raw_config),
                 state_dir=d if init_hook is None else None,
                 join=[(n.type, n.path) for n in cfg.namespaces if n.path],
                 unshare=[n.type for n in cfg.namespaces if not n.path],
@@ -506,6 +506,7 @@ class Container:
             L.set_child_subreaper()
         try:
             pid = spawn(Plan(process=proc, cgroup=self.cgroup, join=join,
+                             seccomp=seccomp_bpf(self.raw_config),
                              pty_slave=pty[1] if pty else None, pty_name=pty[2] if pty else "",
                              preserve_fds=preserve_fds))
             if sock is not None and pty is not None:
@@ -525,6 +526,16 @@ class Container:
         if detach:
             return 0
         return wait_forwarding(pid)
+
+
+def seccomp_bpf(raw_config: dict) -> bytes | None:
+    """linux.seccomp compiled (libseccomp), or None."""
+    profile = (raw_config.get("linux") or {}).get("seccomp")
+    if not profile:
+        return None
+    from torpor.runtime.seccomp import compile_profile
+
+    return compile_profile(profile)
 
 
 def write_pid_file(path: str, pid: int) -> None:

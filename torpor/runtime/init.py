@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torpor.errors import TorporError
-from torpor.runtime import console, rootfs
+from torpor.runtime import console, rootfs, seccomp  # imported before pivot_root
 from torpor.runtime import linux as L
 
 NS_FLAGS = {
@@ -59,6 +59,7 @@ class Plan:
     # runs in the init after the container is set up, instead of waiting for start + execve;
     # it must not return (the checkpoint/restore extension point, see docs/runtime.md)
     init_hook: Callable[[], None] | None = None
+    seccomp: bytes | None = None  # BPF program of linux.seccomp (runtime/seccomp.py)
 
 
 def _msg(fd: int, text: str) -> None:
@@ -284,7 +285,11 @@ def _stage2(plan: Plan, w: int) -> None:
         os.close(fifo)
         os.close(dirfd)
     try:
+        if plan.seccomp and not proc.no_new_privileges:  # as runc: while CAP_SYS_ADMIN
+            seccomp.install(plan.seccomp)  # is still ours (no no_new_privs needed)
         apply_credentials(proc)
+        if plan.seccomp and proc.no_new_privileges:
+            seccomp.install(plan.seccomp)
         os.execve(exe, proc.args, env)
     except OSError as err:
         os.write(2, f"torpor: exec {proc.args[0]}: {err.strerror}\n".encode())
