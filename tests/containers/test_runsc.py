@@ -136,3 +136,26 @@ def test_restore_after_root_deleted(rt, tmp_path):
     assert os.path.isfile(os.path.join(rt.root, ".busybox", "rootfs", "bin", "busybox"))
     nums = wait_count(rt, cid, 3)
     assert nums == list(range(last + 1, last + 1 + len(nums)))
+
+
+def test_paused_container(rt, tmp_path):
+    """containerd wraps checkpoint as pause, checkpoint, resume."""
+    cid = rt.id("paused")
+    rt("run", "-d", cid, "--", "sh", "-c", FAST)
+    wait_count(rt, cid, 2)
+    rt("pause", cid)
+    rt("checkpoint", "--leave-running", "--image-path", str(tmp_path / "a"), cid)
+    assert rt.status(cid) == "paused"
+    n = len(numbers(rt.logs(cid)))
+    time.sleep(0.5)
+    assert len(numbers(rt.logs(cid))) == n
+    rt("resume", cid)
+    wait_count(rt, cid, n + 2)
+    rt("pause", cid)
+    rt("checkpoint", "--image-path", str(tmp_path / "b"), cid)
+    assert rt.status(cid) == "stopped"
+    rt("restore", "--image-path", str(tmp_path / "b"), cid)
+    assert rt.status(cid) == "running"
+    m = len(numbers(rt.logs(cid)))
+    wait_count(rt, cid, m + 2)
+    assert_continuous(rt.logs(cid), m + 2)
