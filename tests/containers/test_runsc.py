@@ -159,3 +159,24 @@ def test_paused_container(rt, tmp_path):
     m = len(numbers(rt.logs(cid)))
     wait_count(rt, cid, m + 2)
     assert_continuous(rt.logs(cid), m + 2)
+
+
+def test_tree_pids_inside_kept(rt, tmp_path):
+    cid = rt.id("tree")
+    rt("run", "-d", cid, "--", "sh", "-c",
+       "(sleep 1000 & sleep 1000 & wait) & " + FAST)
+    wait_count(rt, cid, 2)
+
+    def tree():
+        """(pid, ppid, comm) inside the container: the shells and the two long sleeps (the
+        counter's short sleep, a child of PID 1, comes and goes)."""
+        out = rt("exec", cid, "--", "ps", "-o", "pid,ppid,comm").out.splitlines()[1:]
+        rows = [tuple(line.split()) for line in out]
+        return sorted(r for r in rows if r[2] == "sh" or (r[2] == "sleep" and r[1] != "1"))
+
+    before = tree()
+    rt("checkpoint", "--image-path", str(tmp_path / "img"), cid)
+    rt("restore", "--image-path", str(tmp_path / "img"), cid)
+    after = tree()
+    assert before == after and ("1", "0", "sh") in after
+    assert len([t for t in after if t[2] == "sleep"]) == 2
