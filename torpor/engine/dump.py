@@ -44,6 +44,11 @@ class DumpContext:
     mapped_files: dict = field(default_factory=dict)
     pipes: dict = field(default_factory=dict)
     external: Callable[[int, int, str], str | None] | None = None
+    # pages stored per host pid: sorted (vaddr, npages, offset); and the parent of the process
+    # being dumped, whose stored pages a child may share copy-on-write
+    stored: dict = field(default_factory=dict)
+    tree_mode: bool = False  # pages copied after every process is planned (copy_planned)
+    planned: dict = field(default_factory=dict)
     _buf: mmap.mmap | None = None
 
     def __post_init__(self) -> None:
@@ -258,7 +263,7 @@ def checkpoint_tree(
         if os.getpid() in live:
             raise freeze.FreezeError("torpor cannot checkpoint a tree that contains itself")
         fdlists = {p: files.scan(p, external) for p in live}  # unknown kinds fail here
-        ctx = DumpContext(writer, external=external)
+        ctx = DumpContext(writer, external=external, tree_mode=True)
         vpid_of = {p: _ns_ids(p)[0] for p in tree.order}
         procs: list[Process] = []
         for p in tree.order:
@@ -276,6 +281,9 @@ def checkpoint_tree(
                     proc.files_shared_with = other.pid
                     break
             procs.append(proc)
+        for p in live:  # parents before children: a child may point at its parent's pages
+            ppid = int(read_stat(p)[4])
+            memory.copy_planned(ctx, p, ppid if ppid in ctx.planned else None)
         xstate = procs[0].threads[0].xstate
         image = TreeImage(
             schema_version=SCHEMA_VERSION, root_pid=procs[0].pid, processes=procs,

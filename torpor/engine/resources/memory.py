@@ -115,8 +115,87 @@ def dump(ctx: DumpContext, maps: list[MapsEntry]) -> list[Vma]:
                     runs.append((v, start, end - start))
     finally:
         pm.close()
+    if ctx.tree_mode:
+        # pages are copied later, for the whole tree (copy_planned): first capture which
+        # physical page backs each page, since reading with process_vm_readv unshares pages
+        # shared copy-on-write (GUP pinning does), and sharing is what lets a child's page
+        # point at its parent's copy
+        ctx.planned[ctx.pid] = (vmas, runs, _pagemap_entries(ctx.pid, runs))
+        return vmas
     _copy_pages(ctx, runs)
     return vmas
+
+
+def _pagemap_entries(pid: int, runs: list[tuple[Vma, int, int]]) -> list[bytes]:
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return [os.pread(fd, n // PAGE_SIZE * 8, a // PAGE_SIZE * 8) for _, a, n in runs]
+    finally:
+        os.close(fd)
+
+
+def copy_planned(ctx: DumpContext, pid: int, parent: int | None) -> None:
+    """Copy the pages planned for pid (tree mode), pointing at the parent's copy where the
+    page was shared copy-on-write with it at freeze time."""
+    vmas, runs, entries = ctx.planned[pid]
+    if parent is not None and parent in ctx.planned:
+        runs = _share_with_parent(ctx, runs, entries, parent)
+    ctx.pid = pid
+    ctx.mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _copy_pages(ctx, runs)
+    finally:
+        os.close(ctx.mem_fd)
+    ctx.stored[pid] = sorted((r.vaddr, r.npages, r.offset) for v in vmas for r in v.pages)
+
+
+def _share_with_parent(ctx: DumpContext, runs: list[tuple[Vma, int, int]], entries: list[bytes],
+                       parent: int) -> list[tuple[Vma, int, int]]:
+    """Pages a child shared copy-on-write with its parent (same physical page in both, as
+    /proc/PID/pagemap shows to root) point at the parent's copy in the page file instead of
+    being stored again. Returns the runs that still need copying."""
+    import array
+    import bisect
+
+    parent_runs = ctx.stored.get(parent) or []
+    if not parent_runs:
+        return runs
+    # the parent's pagemap at freeze time, by virtual page
+    p_vmas, p_runs, p_entries = ctx.planned[parent]
+    p_pfn: dict[int, int] = {}
+    for (_, a, _n), raw in zip(p_runs, p_entries, strict=True):
+        for i, e in enumerate(array.array("Q", raw)):
+            if e >> 63:
+                p_pfn[a // PAGE_SIZE + i] = e
+    starts = [r[0] for r in parent_runs]
+    out: list[tuple[Vma, int, int]] = []
+    for (v, addr, length), raw in zip(runs, entries, strict=True):
+        ents = array.array("Q", raw)
+        copy_from = None
+        for i, e in enumerate(ents):
+            a = addr + i * PAGE_SIZE
+            off = None
+            if e >> 63 and p_pfn.get(a // PAGE_SIZE) == e:
+                k = bisect.bisect_right(starts, a) - 1
+                if k >= 0:
+                    pv, pn, po = parent_runs[k]
+                    if a < pv + pn * PAGE_SIZE:
+                        off = po + (a - pv)
+            if off is None:
+                if copy_from is None:
+                    copy_from = a
+                continue
+            if copy_from is not None:
+                out.append((v, copy_from, a - copy_from))
+                copy_from = None
+            prev = v.pages[-1] if v.pages else None
+            if prev and prev.vaddr + prev.npages * PAGE_SIZE == a and prev.offset + prev.npages * PAGE_SIZE == off:
+                prev.npages += 1
+            else:
+                v.pages.append(PageRun(a, 1, off))
+        if copy_from is not None:
+            out.append((v, copy_from, addr + length - copy_from))
+    return out
 
 
 def _copy_pages(ctx: DumpContext, runs: list[tuple[Vma, int, int]]) -> None:

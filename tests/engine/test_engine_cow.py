@@ -1,0 +1,62 @@
+"""Pages a child still shares copy-on-write with its parent are stored once in the image, and
+both processes get their exact memory back."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from engutil import checkpoint_kill, restore_same
+from helpers import wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+MIB = 1 << 20
+
+PROGRAM = r"""
+import hashlib, os, sys, time
+out = sys.argv[1]
+data = bytearray(os.urandom(MIB) * 48)       # 48 MiB, shared copy-on-write after the fork
+pid = os.fork()
+if pid == 0:
+    data[0:4] = b"CHLD"                      # the child's first page diverges
+who = "child" if pid == 0 else "parent"
+n = 0
+while True:
+    n += 1
+    with open(f"{out}.{who}.tmp", "w") as f:
+        f.write(f"{n} {hashlib.sha256(data).hexdigest()}\n")
+    os.rename(f"{out}.{who}.tmp", f"{out}.{who}")
+    time.sleep(0.2)
+""".replace("MIB", str(MIB))
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    n, digest = path.read_text().split()
+    return int(n), digest
+
+
+def test_cow_shared_pages_stored_once(procs, tmp_path: Path) -> None:
+    out = tmp_path / "sum"
+    p = procs.start([sys.executable, "-c", PROGRAM, out])
+    parent_file, child_file = Path(f"{out}.parent"), Path(f"{out}.child")
+    wait_until(lambda: parent_file.exists() and child_file.exists(), 20, "both digests")
+    child_pid = int(open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()[0])
+    procs.adopt(child_pid)
+    _, want_parent = _digest(parent_file)
+    _, want_child = _digest(child_file)
+    assert want_parent != want_child
+    checkpoint_kill(procs, p.pid, tmp_path / "img")
+    procs.reap(child_pid, timeout=5)
+    pages = os.path.getsize(tmp_path / "img" / "pages.img")
+    assert pages < 48 * MIB * 1.5, f"shared pages stored twice: {pages / MIB:.0f} MiB of pages"
+    n_parent, _ = _digest(parent_file)
+    n_child, _ = _digest(child_file)
+    restore_same(procs, tmp_path / "img", p.pid)
+    procs.adopt(child_pid)
+    wait_until(lambda: _digest(parent_file)[0] > n_parent + 1 and _digest(child_file)[0] > n_child + 1,
+               20, "both processes to go on")
+    assert _digest(parent_file)[1] == want_parent, "the parent's memory changed"
+    assert _digest(child_file)[1] == want_child, "the child's memory changed"
