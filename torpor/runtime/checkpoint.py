@@ -184,6 +184,8 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
             for name, data in tars.items():
                 writer.put_file(name, data)
             writer.put_file(RUNTIME_FILE, json.dumps(state, indent=1).encode())
+            # Podman stat()s CRIU's inventory.img before it calls restore
+            writer.put_file("inventory.img", b"torpor image: see manifest.json\n")
 
         res = checkpoint_tree(init, image_path, leave_running=leave_running,
                               freezer=c.freezer_path or None, meta=meta, on_frozen=on_frozen,
