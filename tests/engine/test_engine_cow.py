@@ -60,3 +60,29 @@ def test_cow_shared_pages_stored_once(procs, tmp_path: Path) -> None:
                20, "both processes to go on")
     assert _digest(parent_file)[1] == want_parent, "the parent's memory changed"
     assert _digest(child_file)[1] == want_child, "the child's memory changed"
+
+
+def _rss_anon_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Private_Dirty:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_leave_running_keeps_pages_shared(procs, tmp_path: Path) -> None:
+    """A --leave-running checkpoint must not break copy-on-write sharing between the
+    processes it leaves running (reading through a pin would: their memory would double)."""
+    out = tmp_path / "sum"
+    p = procs.start([sys.executable, "-c", PROGRAM, out])
+    parent_file, child_file = Path(f"{out}.parent"), Path(f"{out}.child")
+    wait_until(lambda: parent_file.exists() and child_file.exists(), 20, "both digests")
+    child_pid = int(open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()[0])
+    procs.adopt(child_pid)
+    before = _rss_anon_kib(p.pid) + _rss_anon_kib(child_pid)
+    from helpers import checkpoint
+
+    checkpoint(p.pid, tmp_path / "img", "--leave-running")
+    after = _rss_anon_kib(p.pid) + _rss_anon_kib(child_pid)
+    assert after < before + 24 * 1024, (
+        f"private dirty memory grew from {before} to {after} KiB: shared pages were unshared")

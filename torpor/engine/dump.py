@@ -49,6 +49,7 @@ class DumpContext:
     stored: dict = field(default_factory=dict)
     tree_mode: bool = False  # pages copied after every process is planned (copy_planned)
     planned: dict = field(default_factory=dict)
+    keep_sharing: bool = False  # --leave-running: do not unshare copy-on-write pages
     _buf: mmap.mmap | None = None
 
     def __post_init__(self) -> None:
@@ -263,7 +264,7 @@ def checkpoint_tree(
         if os.getpid() in live:
             raise freeze.FreezeError("torpor cannot checkpoint a tree that contains itself")
         fdlists = {p: files.scan(p, external) for p in live}  # unknown kinds fail here
-        ctx = DumpContext(writer, external=external, tree_mode=True)
+        ctx = DumpContext(writer, external=external, tree_mode=True, keep_sharing=leave_running)
         vpid_of = {p: _ns_ids(p)[0] for p in tree.order}
         procs: list[Process] = []
         for p in tree.order:

@@ -138,12 +138,19 @@ def copy_planned(ctx: DumpContext, pid: int, parent: int | None) -> None:
     """Copy the pages planned for pid (tree mode), pointing at the parent's copy where the
     page was shared copy-on-write with it at freeze time."""
     vmas, runs, entries = ctx.planned[pid]
-    if parent is not None and parent in ctx.planned:
-        runs = _share_with_parent(ctx, runs, entries, parent)
+    if ctx.keep_sharing:
+        # the tree runs on: pages it shares copy-on-write are read through /proc/PID/mem,
+        # which does not pin them (a pin would unshare them and double their memory)
+        groups = _split_by_sharing(runs, entries)
+    else:
+        groups = [(runs, entries, False)]
     ctx.pid = pid
     ctx.mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _copy_pages(ctx, runs)
+        for g_runs, g_entries, via_mem in groups:
+            if parent is not None and parent in ctx.planned:
+                g_runs = _share_with_parent(ctx, g_runs, g_entries, parent)
+            _copy_pages(ctx, g_runs, via_mem=via_mem)
     finally:
         os.close(ctx.mem_fd)
     ctx.stored[pid] = sorted((r.vaddr, r.npages, r.offset) for v in vmas for r in v.pages)
@@ -198,8 +205,31 @@ def _share_with_parent(ctx: DumpContext, runs: list[tuple[Vma, int, int]], entri
     return out
 
 
-def _copy_pages(ctx: DumpContext, runs: list[tuple[Vma, int, int]]) -> None:
-    """Copy runs into the page file in batches: process_vm_readv into a big buffer, one write."""
+def _split_by_sharing(runs: list[tuple[Vma, int, int]], entries: list[bytes]) -> list:
+    """[(runs, entries, via_mem)]: pages mapped exclusively (pagemap bit 56), read with
+    process_vm_readv, and the others, read through /proc/PID/mem."""
+    import array
+
+    out = {True: ([], []), False: ([], [])}
+    for (v, addr, _length), raw in zip(runs, entries, strict=True):
+        ents = array.array("Q", raw)
+        start, cur = 0, None
+        for i in range(len(ents) + 1):
+            kind = None if i == len(ents) else bool(ents[i] >> 56 & 1)
+            if cur is None:
+                cur = kind
+                continue
+            if kind != cur:
+                rs, es = out[cur]
+                rs.append((v, addr + start * PAGE_SIZE, (i - start) * PAGE_SIZE))
+                es.append(raw[start * 8 : i * 8])
+                start, cur = i, kind
+    return [(out[True][0], out[True][1], False), (out[False][0], out[False][1], True)]
+
+
+def _copy_pages(ctx: DumpContext, runs: list[tuple[Vma, int, int]], via_mem: bool = False) -> None:
+    """Copy runs into the page file in batches: process_vm_readv (or /proc/PID/mem reads)
+    into a big buffer, one write."""
     buf, buf_addr = ctx.buffer()
     view = memoryview(buf)
     batch: list[tuple[Vma, int, int]] = []
@@ -209,7 +239,18 @@ def _copy_pages(ctx: DumpContext, runs: list[tuple[Vma, int, int]]) -> None:
         nonlocal batch, size
         if not batch:
             return
-        vm.read_runs_into(ctx.pid, ctx.mem_fd, [(a, n) for _, a, n in batch], buf_addr, view)
+        if via_mem:
+            pos = 0
+            for _, a, n in batch:
+                got = 0
+                while got < n:
+                    k = os.preadv(ctx.mem_fd, [view[pos + got : pos + n]], a + got)
+                    if k <= 0:
+                        raise OSError(5, f"cannot read memory of {ctx.pid} at {a + got:#x}")
+                    got += k
+                pos += n
+        else:
+            vm.read_runs_into(ctx.pid, ctx.mem_fd, [(a, n) for _, a, n in batch], buf_addr, view)
         base = ctx.pages.write(view[:size])
         pos = 0
         for v, a, n in batch:
