@@ -398,8 +398,8 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
                 # stay its parent until the restorer has its report: a root that failed is
                 # reaped here instead of lingering as a zombie of whoever adopts it
                 os.close(report_w)
-                os.read(release_r, 1)
-                os.waitpid(root_task, os.WNOHANG)
+                if os.read(release_r, 1) == b"R":  # it failed: wait for its exit and reap it
+                    os.waitpid(root_task, 0)
             except BaseException as err:  # noqa: BLE001 - reported to the restorer
                 if isinstance(err, FileExistsError):
                     err = AlreadyExists(f"cannot restore: PID {root.pid} is in use")
@@ -416,6 +416,8 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
             raise RestoreError(answer[1:].decode(errors="replace") or "cannot fork the root task")
         child = int(answer)
         msg = _read_all(report_r)
+        if msg != b"OK":
+            os.write(release_w, b"R")
         os.close(release_w)  # the intermediate reaps a failed root, or exits and lets it go
         release_w = -1
         os.waitpid(middle, 0)
