@@ -6,6 +6,7 @@ restored (killed by PID, only while it still is the same process, reaped by us a
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from helpers import checkpoint, proc_stat, restore, start_time, torpor
+from helpers import checkpoint, proc_stat, start_time, torpor
 
 # pid -> (ppid, pgid, sid)
 View = dict[int, tuple[int, int, int]]
@@ -68,6 +69,21 @@ def image_tree(image: Path) -> list[dict]:
     return json.loads(res.stdout)["tree"]["processes"]
 
 
+def image_json(image: Path) -> dict:
+    """The whole tree record of an image (processes, files, ...)."""
+    res = torpor("image", "show", image, "--format", "json")
+    return json.loads(res.stdout)["tree"]
+
+
+def pipe_bytes_in_flight(image: Path) -> int:
+    """Bytes saved in the image's pipes (each pipe counted once)."""
+    per_inode = {}
+    for f in image_json(image)["files"]:
+        if "data_len" in f:
+            per_inode[f["inode"]] = f["data_len"]
+    return sum(per_inode.values())
+
+
 def image_view(image: Path) -> View:
     return {p["pid"]: (p["ppid"], p["pgid"], p["sid"]) for p in image_tree(image)}
 
@@ -104,10 +120,12 @@ class Tracker:
         self.add(pids)
         return pids
 
-    def start(self, argv: Sequence[object], out: str = "out.log", **kw) -> subprocess.Popen:
-        """Start ARGV in its own session; stdin /dev/null, stdout+stderr to LOGDIR/OUT."""
+    def start(self, argv: Sequence[object], out: str = "out.log", append: bool = True,
+              **kw) -> subprocess.Popen:
+        """Start ARGV in its own session; stdin /dev/null, stdout+stderr to LOGDIR/OUT
+        (opened with O_APPEND unless APPEND is false)."""
         log = self.logdir / out
-        with open(log, "ab") as lf:
+        with open(log, "ab" if append else "wb") as lf:
             p = subprocess.Popen(
                 [str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=lf, stderr=lf,
                 start_new_session=True, close_fds=True, **kw,
@@ -158,13 +176,20 @@ def checkpoint_tree(tracker: Tracker, root: int, image: Path, *extra: object) ->
     return view
 
 
-def restore_tree(tracker: Tracker, image: Path, root: int) -> dict[int, tuple]:
+def restore_tree(tracker: Tracker, image: Path, root: int, timeout: float = 20.0) -> dict[int, tuple]:
     """Restore IMAGE; it must come back as ROOT with ROOT's parent pytest (subreaper) or init.
     Returns the tree /proc shows right after (pid -> (ppid, pgid, sid, state))."""
     busy = [p for p in image_view(image) if os.path.exists(f"/proc/{p}")]
     assert not busy, f"pids of the image in use before restore: {busy}"
     try:
-        new = restore(image)
+        res = torpor("restore", "--image-path", image, timeout=timeout)
+        words = res.stdout.split()
+        assert words and words[-1].isdigit(), f"restore printed no pid: {res.stdout!r} {res.stderr!r}"
+        new = int(words[-1])
+    except AssertionError as e:
+        now = {p: (st and st[1:6]) for p in image_view(image) for st in [proc_stat(p)] if st}
+        raise AssertionError(f"{e}\nimage pids: {sorted(image_view(image))}; "
+                             f"of them existing now: {now}") from None
     finally:
         # also half-restored processes are ours to clean up
         tracker.add(p for p in image_view(image) if os.path.exists(f"/proc/{p}"))
@@ -187,6 +212,26 @@ def assert_all_back(image: View, after: dict[int, tuple], root: int) -> None:
     missing = sorted(set(image) - set(after))
     assert not missing, f"not restored: {missing}; image {image}; after {after}"
     assert_tree_like(image, after, root, "after restore")
+
+
+def assert_running_untraced(pids: Iterable[int]) -> None:
+    """Each of PIDS runs freely: alive, not stopped, no tracer attached to any thread."""
+    for pid in pids:
+        st = proc_stat(pid)
+        assert st is not None and st[2] not in ("Z", "X", "t", "T"), f"pid {pid}: state {st and st[2]}"
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            s = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            tracer = [ln for ln in s.splitlines() if ln.startswith("TracerPid:")][0].split()[1]
+            assert tracer == "0", f"pid {pid} thread {tid} traced by {tracer}"
+
+
+def kcmp_file(pid1: int, fd1: int, pid2: int, fd2: int) -> int:
+    """kcmp(KCMP_FILE): 0 if both fds refer to one open file description."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    r = libc.syscall(312, pid1, pid2, 0, fd1, fd2)  # SYS_kcmp on x86_64, KCMP_FILE = 0
+    if r < 0:
+        raise OSError(ctypes.get_errno(), f"kcmp({pid1}, {pid2}, {fd1}, {fd2})")
+    return r
 
 
 def read_ints(path: Path) -> list[int]:
