@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class DumpContext:
     tree_mode: bool = False  # pages copied after every process is planned (copy_planned)
     planned: dict = field(default_factory=dict)
     keep_sharing: bool = False  # --leave-running: do not unshare copy-on-write pages
+    snapshot: bool = False  # --leave-running: read memory from a forked snapshot, unfrozen
+    snapshots: dict = field(default_factory=dict)  # host pid -> snapshot pid
     _buf: mmap.mmap | None = None
 
     def __post_init__(self) -> None:
@@ -124,6 +127,62 @@ class DumpContext:
         return self.save_object(fd, path, "file", True).id
 
 
+SNAPSHOT_FLAGS = lx.CLONE_FILES | lx.CLONE_FS  # shared tables: no fd reference counts change
+
+
+def _fork_snapshot(inj: Injector, s: int) -> int:
+    """A copy-on-write snapshot of the process's memory: a child forked inside it that never
+    runs (it stays in its first ptrace stop). Its memory is read after the process has been
+    let go, so the process is frozen only while its small state is read. exit_signal 0: its
+    death sends the process no SIGCHLD and plain wait() never reports it. Returns its PID, or
+    0 when it cannot be made (e.g. a pids limit): then memory is read while frozen."""
+    pt.set_options(inj.tid, pt.O_TRACECLONE | pt.O_TRACEFORK | pt.O_TRACEVFORK)
+    try:
+        args = struct.pack("<11Q", SNAPSHOT_FLAGS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        inj.write(s + 512, args)
+        inj.events.clear()
+        try:
+            inj.call("clone3", s + 512, len(args))
+        except OSError:
+            return 0
+        snap = next((msg for ev, msg in inj.events
+                     if ev in (pt.EVENT_CLONE, pt.EVENT_FORK, pt.EVENT_VFORK)), 0)
+        if snap:
+            freeze.wait_new_stop(snap)
+        return snap
+    finally:
+        pt.set_options(inj.tid, 0)
+
+
+def drop_snapshots(ctx: DumpContext, tree: freeze.FrozenTree) -> None:
+    """Kill the snapshots, then have each process reap its own (a brief second stop)."""
+    for pid, snap in ctx.snapshots.items():
+        try:
+            os.kill(snap, 9)
+            os.waitpid(snap, lx.WALL)  # as its tracer; hands the zombie to its parent
+        except OSError:
+            continue
+        try:
+            pt.seize(pid)
+            pt.interrupt(pid)
+            freeze.wait_interrupt_stop(pid)
+        except OSError:
+            continue
+        try:
+            mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+            try:
+                inj = Injector(pid, pid, mem_fd, find_syscall_insn(pid, mem_fd))
+                try:
+                    inj.call("wait4", snap, 0, lx.WALL, 0, check=False)
+                finally:
+                    inj.finish()
+            finally:
+                os.close(mem_fd)
+        finally:
+            pt.detach(pid)
+    ctx.snapshots.clear()
+
+
 def _mm_fields(pid: int, brk: int) -> MmFields:
     f = read_stat(pid)
     exe = os.readlink(f"/proc/{pid}/exe")
@@ -180,6 +239,10 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
             for inj, th in zip(injectors, threads, strict=True):
                 th.altstack_sp, th.altstack_flags, th.altstack_size = signals.dump_altstack(inj, s)
                 th.clear_child_tid = task.prctl_get_into(inj, s, lx.PR_GET_TID_ADDRESS)
+            if ctx.snapshot and not any("dc" in e.vmflags or "wf" in e.vmflags for e in maps):
+                snap = _fork_snapshot(leader, s)
+                if snap:
+                    ctx.snapshots[pid] = snap
         finally:
             if scratch is not None:
                 scratch.unmap()
@@ -257,6 +320,8 @@ def checkpoint_tree(
     writer = ImageWriter(image_path)  # refuses a used path before any process is touched
     tree = None
     ctx = None
+    released = False
+    t_thawed = 0.0
     try:
         tree = freeze.seize_tree(root_pid, freezer)
         t_frozen = time.monotonic()
@@ -264,7 +329,8 @@ def checkpoint_tree(
         if os.getpid() in live:
             raise freeze.FreezeError("torpor cannot checkpoint a tree that contains itself")
         fdlists = {p: files.scan(p, external) for p in live}  # unknown kinds fail here
-        ctx = DumpContext(writer, external=external, tree_mode=True, keep_sharing=leave_running)
+        ctx = DumpContext(writer, external=external, tree_mode=True, keep_sharing=leave_running,
+                          snapshot=leave_running)
         vpid_of = {p: _ns_ids(p)[0] for p in tree.order}
         procs: list[Process] = []
         for p in tree.order:
@@ -282,9 +348,15 @@ def checkpoint_tree(
                     proc.files_shared_with = other.pid
                     break
             procs.append(proc)
+        parents = {p: int(read_stat(p)[4]) for p in live}
+        if ctx.snapshot and len(ctx.snapshots) == len(live):
+            freeze.release(tree)  # every process has a snapshot: they run on from here
+            t_thawed = time.monotonic()
+            released = True
         for p in live:  # parents before children: a child may point at its parent's pages
-            ppid = int(read_stat(p)[4])
-            memory.copy_planned(ctx, p, ppid if ppid in ctx.planned else None)
+            ppid = parents[p]
+            memory.copy_planned(ctx, p, ppid if ppid in ctx.planned else None,
+                                source=ctx.snapshots.get(p, p))
         xstate = procs[0].threads[0].xstate
         image = TreeImage(
             schema_version=SCHEMA_VERSION, root_pid=procs[0].pid, processes=procs,
@@ -300,19 +372,25 @@ def checkpoint_tree(
         try:
             writer.abort()
         finally:
-            if tree is not None:
+            if tree is not None and not released:
                 freeze.release(tree)
             if ctx:
+                if tree is not None:
+                    drop_snapshots(ctx, tree)
                 ctx.close()
         raise
     ctx.close()
     if leave_running:
-        freeze.release(tree)
+        if not released:
+            freeze.release(tree)
+            t_thawed = time.monotonic()
+        drop_snapshots(ctx, tree)
     else:
         freeze.kill(tree)
+        t_thawed = time.monotonic()
     t_end = time.monotonic()
     return CheckpointResult(root_pid, image_path, len(tree.order), len(tree.all_tids()),
-                            ctx.pages.size, t_end - t_frozen, t_end - t0)
+                            ctx.pages.size, t_thawed - t_frozen, t_end - t0)
 
 
 def _kcmp(pid1: int, pid2: int, kind: int) -> bool:

@@ -42,7 +42,7 @@ def _state(pid: int) -> str:
     return raw[raw.rindex(")") + 2]
 
 
-def _wait_interrupt_stop(tid: int) -> None:
+def wait_interrupt_stop(tid: int) -> None:
     while True:
         status = pt.wait_stop(tid)
         sig = os.WSTOPSIG(status)
@@ -53,6 +53,13 @@ def _wait_interrupt_stop(tid: int) -> None:
             pt.cont(tid)
             continue
         pt.cont(tid, sig)  # a signal-delivery-stop: deliver it; the interrupt stays pending
+
+
+def wait_new_stop(tid: int) -> None:
+    """The first stop of a task auto-attached at its creation."""
+    status = pt.wait_stop(tid)
+    if pt.stop_event(status) != pt.EVENT_STOP and os.WSTOPSIG(status) != signal.SIGSTOP:
+        raise FreezeError(f"new task {tid} stopped with signal {os.WSTOPSIG(status)}")
 
 
 # ------------------------------------------------------------------ cgroup freezer
@@ -122,7 +129,7 @@ def _seize_threads(pid: int, tree: FrozenTree, interrupt_now: bool) -> bool:
             pt.interrupt(tid)
             if interrupt_now:
                 try:
-                    _wait_interrupt_stop(tid)
+                    wait_interrupt_stop(tid)
                 except ProcessLookupError:
                     seized.remove(tid)
 
@@ -159,7 +166,7 @@ def seize_tree(root: int, freezer: str | None = None) -> FrozenTree:
             freezer_set(freezer, False)
             for tid in tree.all_tids():
                 try:
-                    _wait_interrupt_stop(tid)
+                    wait_interrupt_stop(tid)
                 except ProcessLookupError:
                     pass
             # children forked in the instant before the freeze are in the lists by now

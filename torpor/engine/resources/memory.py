@@ -81,40 +81,23 @@ def _file_object(ctx: DumpContext, e: MapsEntry) -> MappedFile:
 
 
 def dump(ctx: DumpContext, maps: list[MapsEntry]) -> list[Vma]:
-    """Records for every area of ctx.pid, with the pages to store appended to the page file."""
+    """Records for every area of ctx.pid. Which pages to store is decided by _plan_pages,
+    now or (when a forked snapshot holds the memory) after the process was let go."""
     vmas: list[Vma] = []
-    runs: list[tuple[Vma, int, int]] = []  # (vma, addr, length) of pages to save
-    pm = PageMap(ctx.pid)
-    try:
-        for e in maps:
-            kind = classify(e)
-            v = Vma(start=e.start, end=e.end, prot=e.prot, shared=e.shared, kind=kind,
-                    pgoff=e.pgoff, path=e.path, vmflags=sorted(e.vmflags))
-            vmas.append(v)
-            if kind in ("vdso", "vvar", "vvar_vclock", "vsyscall"):
-                continue
-            if kind == "shmem":
-                obj_kind = "memfd" if e.path.startswith("/memfd:") else "shmem"
-                v.file_id = _save_object(ctx, e, obj_kind).id
-                if e.shared:
-                    continue  # the content lives in the object
-            elif kind == "file":
-                v.file_id = _file_object(ctx, e).id
-                if e.shared:
-                    continue
-            if kind == "anon" and e.shared:
-                continue
-            for start, end, cat in pm.regions(e.start, e.end):
-                if cat & PAGE_IS_PFNZERO:
-                    continue
-                if kind == "anon":
-                    keep = cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED)
-                else:  # private mapping of a file or shmem object: only copied-on-write pages
-                    keep = (cat & PAGE_IS_PRESENT and not cat & PAGE_IS_FILE) or cat & PAGE_IS_SWAPPED
-                if keep:
-                    runs.append((v, start, end - start))
-    finally:
-        pm.close()
+    for e in maps:
+        kind = classify(e)
+        v = Vma(start=e.start, end=e.end, prot=e.prot, shared=e.shared, kind=kind,
+                pgoff=e.pgoff, path=e.path, vmflags=sorted(e.vmflags))
+        vmas.append(v)
+        if kind == "shmem":
+            obj_kind = "memfd" if e.path.startswith("/memfd:") else "shmem"
+            v.file_id = _save_object(ctx, e, obj_kind).id
+        elif kind == "file":
+            v.file_id = _file_object(ctx, e).id
+    if ctx.pid in ctx.snapshots:
+        ctx.planned[ctx.pid] = (vmas, None, None)
+        return vmas
+    runs = _plan_pages(ctx.pid, vmas)
     if ctx.tree_mode:
         # pages are copied later, for the whole tree (copy_planned): first capture which
         # physical page backs each page, since reading with process_vm_readv unshares pages
@@ -126,6 +109,29 @@ def dump(ctx: DumpContext, maps: list[MapsEntry]) -> list[Vma]:
     return vmas
 
 
+def _plan_pages(pid: int, vmas: list[Vma]) -> list[tuple[Vma, int, int]]:
+    """Runs (vma, addr, length) of the pages to store: present or swapped private anonymous
+    pages (not the zero page), copy-on-write copies in private file and shmem mappings."""
+    runs: list[tuple[Vma, int, int]] = []
+    pm = PageMap(pid)
+    try:
+        for v in vmas:
+            if v.kind in SPECIAL.values() or v.shared:
+                continue  # shared areas: the content lives in the object
+            for start, end, cat in pm.regions(v.start, v.end):
+                if cat & PAGE_IS_PFNZERO:
+                    continue
+                if v.kind == "anon":
+                    keep = cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED)
+                else:
+                    keep = (cat & PAGE_IS_PRESENT and not cat & PAGE_IS_FILE) or cat & PAGE_IS_SWAPPED
+                if keep:
+                    runs.append((v, start, end - start))
+    finally:
+        pm.close()
+    return runs
+
+
 def _pagemap_entries(pid: int, runs: list[tuple[Vma, int, int]]) -> list[bytes]:
     fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -134,18 +140,23 @@ def _pagemap_entries(pid: int, runs: list[tuple[Vma, int, int]]) -> list[bytes]:
         os.close(fd)
 
 
-def copy_planned(ctx: DumpContext, pid: int, parent: int | None) -> None:
+def copy_planned(ctx: DumpContext, pid: int, parent: int | None, source: int | None = None) -> None:
     """Copy the pages planned for pid (tree mode), pointing at the parent's copy where the
-    page was shared copy-on-write with it at freeze time."""
+    page was shared copy-on-write with it at freeze time. source: the process to read the
+    pages from (a snapshot forked from pid, or pid itself)."""
     vmas, runs, entries = ctx.planned[pid]
+    if runs is None:  # planned from the snapshot, which holds the memory as it was
+        runs = _plan_pages(source, vmas)
+        entries = _pagemap_entries(source, runs)
+        ctx.planned[pid] = (vmas, runs, entries)
     if ctx.keep_sharing:
         # the tree runs on: pages it shares copy-on-write are read through /proc/PID/mem,
         # which does not pin them (a pin would unshare them and double their memory)
         groups = _split_by_sharing(runs, entries)
     else:
         groups = [(runs, entries, False)]
-    ctx.pid = pid
-    ctx.mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+    ctx.pid = source or pid
+    ctx.mem_fd = os.open(f"/proc/{ctx.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
     try:
         for g_runs, g_entries, via_mem in groups:
             if parent is not None and parent in ctx.planned:
