@@ -102,3 +102,15 @@ def test_sysctl_and_domainname(rt, bundle):
     out = run(rt, bundle, "cat /proc/sys/kernel/msgmax; cat /proc/sys/kernel/domainname",
               edit=edit).split("\n")
     assert out[:2] == ["4096", "example.org"]
+
+
+def test_sysctl_with_proc_sys_read_only(rt, bundle):
+    # Docker's config: a sysctl and /proc/sys in readonlyPaths (runc writes sysctls first)
+    def edit(s):
+        s["linux"]["sysctl"] = {"net.ipv4.ip_unprivileged_port_start": "0"}
+        assert "/proc/sys" in s["linux"]["readonlyPaths"]
+
+    out = run(rt, bundle, "cat /proc/sys/net/ipv4/ip_unprivileged_port_start; "
+              "echo 1 > /proc/sys/net/ipv4/ip_unprivileged_port_start 2>/dev/null || echo ro",
+              edit=edit).split("\n")
+    assert out[:2] == ["0", "ro"]

@@ -570,14 +570,7 @@ class _Plan:
         rootfs.pivot(cfg.root_path)
         for dest, data in self.info.tars:
             tmpfs_state.extract(dest, data)
-        rootfs.finish(cfg)
-        for key, value in cfg.sysctl.items():
-            path = "/proc/sys/" + key.replace(".", "/")
-            try:
-                with open(path, "w") as f:
-                    f.write(value)
-            except OSError as err:
-                raise TorporError(f"sysctl {key}={value}: {err.strerror}") from None
+        rootfs.finish(cfg)  # sysctls included
         if cfg.process.oom_score_adj is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(cfg.process.oom_score_adj))

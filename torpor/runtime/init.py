@@ -245,14 +245,7 @@ def _stage2(plan: Plan, w: int) -> None:
         if plan.state_dir:
             dirfd = os.open(plan.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         rootfs.pivot(cfg.root_path, plan.no_pivot)
-        rootfs.finish(cfg)
-        for key, value in cfg.sysctl.items():
-            path = "/proc/sys/" + key.replace(".", "/")
-            try:
-                with open(path, "w") as f:
-                    f.write(value)
-            except OSError as err:
-                raise InitError(f"sysctl {key}={value}: {err.strerror}") from None
+        rootfs.finish(cfg)  # sysctls included
     if proc.oom_score_adj is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(proc.oom_score_adj))

@@ -2,7 +2,7 @@
 
 Order (as runc): make / private (rootfsPropagation), bind the rootfs onto itself, mount each
 config mount below it, create the default devices and /dev symlinks, bind the console,
-pivot_root into the rootfs and detach the old root, then masked and read-only paths, then a
+pivot_root into the rootfs and detach the old root, then sysctls, read-only and masked paths, then a
 read-only root if asked.
 """
 
@@ -12,6 +12,7 @@ import errno
 import os
 import stat
 
+from torpor.errors import TorporError
 from torpor.runtime import linux as L
 
 # path, type, major, minor, mode
@@ -251,7 +252,10 @@ def pivot(rootfs: str, no_pivot: bool = False) -> None:
 
 
 def finish(cfg) -> None:
-    """After pivot_root: masked paths, read-only paths, read-only root."""
+    """After pivot_root: sysctls, then read-only paths, masked paths, read-only root (runc's
+    order: Docker's config sets net.ipv4.ip_unprivileged_port_start and lists /proc/sys as
+    read-only)."""
+    write_sysctls(cfg)
     for path in cfg.readonly_paths:
         if not os.path.exists(path):
             continue
@@ -270,3 +274,13 @@ def finish(cfg) -> None:
             L.mount("/dev/null", path, None, L.MS_BIND)
     if cfg.root_readonly:
         L.mount(None, "/", None, L.MS_BIND | L.MS_REMOUNT | L.MS_RDONLY)
+
+
+def write_sysctls(cfg) -> None:
+    for key, value in cfg.sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as err:
+            raise TorporError(f"sysctl {key}={value}: {err.strerror}") from None
