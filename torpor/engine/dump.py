@@ -53,20 +53,22 @@ class DumpContext:
     keep_sharing: bool = False  # --leave-running: do not unshare copy-on-write pages
     snapshot: bool = False  # --leave-running: read memory from a forked snapshot, unfrozen
     snapshots: dict = field(default_factory=dict)  # host pid -> snapshot pid
-    _buf: mmap.mmap | None = None
+    _bufs: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.pages = self.writer.page_file("pages")
 
-    def buffer(self) -> tuple[mmap.mmap, int]:
-        if self._buf is None:
-            self._buf = mmap.mmap(-1, memory.CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        return self._buf, lx.addr(self._buf)
+    def buffer(self, index: int = 0) -> tuple[mmap.mmap, int]:
+        """Copy buffer number index (the page copy uses two, alternately)."""
+        while len(self._bufs) <= index:
+            self._bufs.append(mmap.mmap(-1, memory.CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
+        buf = self._bufs[index]
+        return buf, lx.addr(buf)
 
     def close(self) -> None:
-        if self._buf is not None:
+        for buf in self._bufs:
             try:
-                self._buf.close()
+                buf.close()
             except BufferError:
                 pass
 

@@ -239,17 +239,46 @@ def _split_by_sharing(runs: list[tuple[Vma, int, int]], entries: list[bytes]) ->
 
 
 def _copy_pages(ctx: DumpContext, runs: list[tuple[Vma, int, int]], via_mem: bool = False) -> None:
-    """Copy runs into the page file in batches: process_vm_readv (or /proc/PID/mem reads)
-    into a big buffer, one write."""
-    buf, buf_addr = ctx.buffer()
-    view = memoryview(buf)
+    """Copy runs into the page file: batches of up to CHUNK bytes are read (process_vm_readv,
+    or /proc/PID/mem reads) into one of two buffers while a writer thread appends the other
+    to the page file, so reading and writing overlap (both release the GIL)."""
+    import queue
+    import threading
+
+    buffers = [ctx.buffer(0), ctx.buffer(1)]
+    views = [memoryview(b) for b, _ in buffers]
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for i in range(len(buffers)):
+        free.put(i)
+    filled: queue.SimpleQueue = queue.SimpleQueue()
+    failure: list[BaseException] = []
+    expected = ctx.pages.size
+
+    def writer() -> None:
+        while (item := filled.get()) is not None:
+            idx, size, offset = item
+            try:
+                if not failure:
+                    got = ctx.pages.write(views[idx][:size])
+                    if got != offset:
+                        raise OSError(5, f"page file offset {got} where {offset} was expected")
+            except BaseException as err:  # noqa: BLE001 - handed to the reading thread
+                failure.append(err)
+            free.put(idx)
+
+    thread = threading.Thread(target=writer, name="torpor-page-writer", daemon=True)
+    thread.start()
     batch: list[tuple[Vma, int, int]] = []
     size = 0
 
     def flush() -> None:
-        nonlocal batch, size
+        nonlocal batch, size, expected
         if not batch:
             return
+        idx = free.get()
+        if failure:
+            raise failure[0]
+        view = views[idx]
         if via_mem:
             pos = 0
             for _, a, n in batch:
@@ -261,8 +290,10 @@ def _copy_pages(ctx: DumpContext, runs: list[tuple[Vma, int, int]], via_mem: boo
                     got += k
                 pos += n
         else:
-            vm.read_runs_into(ctx.pid, ctx.mem_fd, [(a, n) for _, a, n in batch], buf_addr, view)
-        base = ctx.pages.write(view[:size])
+            vm.read_runs_into(ctx.pid, ctx.mem_fd, [(a, n) for _, a, n in batch], buffers[idx][1], view)
+        base = expected
+        filled.put((idx, size, base))
+        expected += size
         pos = 0
         for v, a, n in batch:
             prev = v.pages[-1] if v.pages else None
@@ -273,15 +304,21 @@ def _copy_pages(ctx: DumpContext, runs: list[tuple[Vma, int, int]], via_mem: boo
             pos += n
         batch, size = [], 0
 
-    for v, a, n in runs:
-        while n:
-            take = min(n, CHUNK - size)
-            batch.append((v, a, take))
-            size += take
-            a, n = a + take, n - take
-            if size == CHUNK or len(batch) >= vm.IOV_MAX:
-                flush()
-    flush()
+    try:
+        for v, a, n in runs:
+            while n:
+                take = min(n, CHUNK - size)
+                batch.append((v, a, take))
+                size += take
+                a, n = a + take, n - take
+                if size == CHUNK or len(batch) >= vm.IOV_MAX:
+                    flush()
+        flush()
+    finally:
+        filled.put(None)
+        thread.join()
+    if failure:
+        raise failure[0]
 
 
 # ------------------------------------------------------------------------------- restore
