@@ -310,6 +310,7 @@ def checkpoint_tree(
     meta: dict | None = None,
     on_frozen: Callable[[ImageWriter], None] | None = None,
     external: Callable[[int, int, str], str | None] | None = None,
+    compress: str | None = None,
 ) -> CheckpointResult:
     """Checkpoint root_pid and all its descendants into a new image at image_path.
 
@@ -319,7 +320,8 @@ def checkpoint_tree(
     t0 = time.monotonic()
     if root_pid == os.getpid():
         raise freeze.FreezeError("torpor cannot checkpoint itself")
-    writer = ImageWriter(image_path)  # refuses a used path before any process is touched
+    # refuses a used path before any process is touched
+    writer = ImageWriter(image_path, compress=compress)
     tree = None
     ctx = None
     released = False
@@ -403,6 +405,7 @@ def _kcmp(pid1: int, pid2: int, kind: int) -> bool:
 
 
 def checkpoint(pid: int, image_path: str, leave_running: bool = False,
-               meta: dict | None = None) -> CheckpointResult:
+               meta: dict | None = None, compress: str | None = None) -> CheckpointResult:
     """Checkpoint a host process and its descendants."""
-    return checkpoint_tree(pid, image_path, leave_running=leave_running, meta=meta)
+    return checkpoint_tree(pid, image_path, leave_running=leave_running, meta=meta,
+                           compress=compress)

@@ -365,8 +365,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         if not p.zombie:
             _check_vdso(p)
 
-    pages_fd = reader.page_fd("pages")
-    size = os.fstat(pages_fd).st_size
+    pages_fd, size, own_pages_fd = _page_source(reader)
     pages_map = mmap.mmap(pages_fd, size, flags=mmap.MAP_PRIVATE) if size else mmap.mmap(-1, mmap.PAGESIZE)
     pages_view = memoryview(pages_map)
     plan = Plan(tree)
@@ -458,6 +457,8 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
             pages_map.close()
         except BufferError:
             pass
+        if own_pages_fd:
+            os.close(pages_fd)
         reader.close()
 
 
@@ -479,6 +480,23 @@ def _reap_tracees(deadline: float) -> None:
             return
         if pid == 0:
             time.sleep(0.001)
+
+
+def _page_source(reader: ImageReader) -> tuple[int, int, bool]:
+    """An fd of the raw page data, its size, and whether the caller must close it: the page
+    file itself, or (compressed) a memfd it is decompressed into, 64 MiB at a time."""
+    size = reader.pages_size("pages")
+    entry = reader.manifest.files.get("pages.img")
+    if entry is None or not entry.compression:
+        return reader.page_fd("pages"), size, False
+    fd = os.memfd_create("torpor-pages", os.MFD_CLOEXEC)
+    step = 64 << 20
+    for off in range(0, size, step):
+        data = reader.read_pages("pages", off, min(step, size - off))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    return fd, size, True
 
 
 def _read_all(fd: int) -> bytes:

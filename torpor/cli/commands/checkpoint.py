@@ -35,7 +35,8 @@ def main(argv: list[str], g) -> int:
     if args.pid is not None:
         from torpor.engine.dump import checkpoint
 
-        res = checkpoint(args.pid, args.image_path, leave_running=args.leave_running)
+        res = checkpoint(args.pid, args.image_path, leave_running=args.leave_running,
+                         compress=None if args.compress == "none" else args.compress)
         if g.debug:
             print(f"checkpointed {res.pid}: {res.threads} threads, frozen {res.frozen_seconds * 1000:.1f} ms")
         return 0
