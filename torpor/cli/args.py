@@ -40,4 +40,10 @@ class Parser(argparse.ArgumentParser):
         return super().parse_known_args(self._normalize(list(args)), namespace)
 
     def error(self, message: str):  # one line, exit 2, as argparse does but without usage spam
-        self.exit(2, f"torpor: {self.prog.removeprefix('torpor ')}: {message}\n")
+        msg = f"{self.prog.removeprefix('torpor ')}: {message}"
+        import logging
+
+        log = logging.getLogger("torpor")
+        if any(isinstance(h, logging.FileHandler) for h in log.handlers):
+            log.error(msg)  # the clients read the --log file, not only stderr
+        self.exit(2, f"torpor: {msg}\n")

@@ -132,7 +132,7 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
                          work_path: str | None = None):
     """Checkpoint container cid into a new image at image_path; returns the engine's result."""
     from torpor.engine.dump import checkpoint_tree
-    from torpor.runtime import nsstate, tmpfs_state
+    from torpor.runtime import criu_files, nsstate, tmpfs_state
 
     image_path = os.path.abspath(image_path)
     c = Container.load(root, cid)
@@ -185,7 +185,7 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
                 writer.put_file(name, data)
             writer.put_file(RUNTIME_FILE, json.dumps(state, indent=1).encode())
             # Podman stat()s CRIU's inventory.img before it calls restore
-            writer.put_file("inventory.img", b"torpor image: see manifest.json\n")
+            writer.put_file("inventory.img", criu_files.inventory())
 
         res = checkpoint_tree(init, image_path, leave_running=leave_running,
                               freezer=c.freezer_path or None, meta=meta, on_frozen=on_frozen,

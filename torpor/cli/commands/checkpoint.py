@@ -46,6 +46,18 @@ def main(argv: list[str], g) -> int:
         raise TorporError("checkpoint: give a container ID or --pid PID")
     from torpor.runtime import checkpoint as rt_checkpoint
 
-    rt_checkpoint.checkpoint_container(g.root, args.container_id, args.image_path,
-                                       leave_running=args.leave_running, work_path=args.work_path)
+    try:
+        res = rt_checkpoint.checkpoint_container(g.root, args.container_id, args.image_path,
+                                                 leave_running=args.leave_running,
+                                                 work_path=args.work_path)
+    except Exception as err:
+        if args.work_path:  # the clients point at the dump log in their error messages
+            from torpor.runtime.criu_files import write_dump_work
+
+            write_dump_work(args.work_path, error=str(err) or type(err).__name__)
+        raise
+    if args.work_path:  # dump.log and CRIU's stats-dump (Podman's --print-stats / --export)
+        from torpor.runtime.criu_files import write_dump_work
+
+        write_dump_work(args.work_path, res, image_path=args.image_path)
     return 0

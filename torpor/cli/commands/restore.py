@@ -40,9 +40,26 @@ def main(argv: list[str], g) -> int:
             sys.stderr.write(f"torpor: warning: {w}\n")
         print(res.pid)
         return 0
+    import time
+
     from torpor.runtime import checkpoint as rt_checkpoint
 
-    rt_checkpoint.restore_container(g.root, args.container_id, args.image_path, bundle=args.bundle,
-                                    detach=args.detach, pid_file=args.pid_file,
-                                    console_socket=args.console_socket, work_path=args.work_path)
+    t0 = time.monotonic()
+    try:
+        c = rt_checkpoint.restore_container(g.root, args.container_id, args.image_path,
+                                            bundle=args.bundle, detach=args.detach,
+                                            pid_file=args.pid_file,
+                                            console_socket=args.console_socket,
+                                            work_path=args.work_path)
+    except Exception as err:
+        if args.work_path:
+            from torpor.runtime.criu_files import write_restore_work
+
+            write_restore_work(args.work_path, error=str(err) or type(err).__name__)
+        raise
+    if args.work_path:  # restore.log and CRIU's stats-restore (Podman's --print-stats)
+        from torpor.runtime.criu_files import write_restore_work
+
+        write_restore_work(args.work_path, time.monotonic() - t0,
+                           pid=getattr(getattr(c, "rec", None), "pid", None))
     return 0
