@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEB_PACKAGES := busybox-static gcc libc6-dev make python3-venv iproute2
 STAMP := $(VENV)/.installed
 
-.PHONY: setup deps demo test lint bench clean
+.PHONY: setup deps demo test test-clients client-deps lint bench clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,20 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check torpor tests bench
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not clients" tests
+
+# Optional, not part of `make test`: Debian's Docker, containerd and Podman driving torpor
+# end to end (each daemon private to its test). Installs the clients first.
+CLIENT_PACKAGES := docker.io containerd podman
+client-deps:
+	@missing=""; for p in $(CLIENT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+test-clients: setup client-deps
+	$(PY) -m pytest -q tests/clients
 
 bench: setup
 	$(PY) -m bench
