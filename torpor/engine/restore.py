@@ -249,6 +249,7 @@ def _open_all(plan: Plan, opener: FileOpener) -> None:
         os.dup2(fd, plan.file(rec.id))
         if fd != plan.file(rec.id):
             os.close(fd)
+    fdkinds.finish_open(opener, plan.file)  # hook: epoll interest lists need every file open
     for p in tree.processes:
         if p.zombie:
             continue

@@ -153,7 +153,92 @@ class ExternalFile(Rec, tag="ext"):
     flags: int = 0
 
 
-FileDesc = OpenFile | PipeFile | ExternalFile  # a tagged union: one member per kind of file
+class FifoFile(Rec, tag="fifo"):
+    """One open description of a named pipe, reopened by path; its data is saved once per
+    FIFO (dev, inode). A FIFO deleted before the checkpoint is recreated, then unlinked."""
+
+    id: int
+    path: str
+    flags: int
+    dev: int
+    inode: int
+    mode: int = 0o600
+    deleted: bool = False
+    size: int = 65536
+    data_len: int = 0
+    data_offset: int = 0  # in page file "pages"
+
+
+class EventFdFile(Rec, tag="eventfd"):
+    id: int
+    flags: int
+    count: int = 0
+    semaphore: bool = False
+
+
+class EpollTarget(Rec, array_like=True):
+    """An interest-list entry: registered under fd number `tfd`; the target file is the one at
+    fd `fd` of process `pid` (image PIDs) when the epoll is restored."""
+
+    tfd: int
+    events: int
+    data: int
+    pid: int
+    fd: int
+
+
+class EpollFile(Rec, tag="epoll"):
+    id: int
+    flags: int
+    targets: list[EpollTarget] = []
+
+
+class SignalFdFile(Rec, tag="signalfd"):
+    id: int
+    flags: int
+    mask: int = 0
+
+
+class TimerFdFile(Rec, tag="timerfd"):
+    """remaining_ns: time left to the next expiry at the checkpoint (0: disarmed);
+    deadline_ns: for an absolute CLOCK_REALTIME(_ALARM) timer, its expiry on that clock."""
+
+    id: int
+    flags: int
+    clockid: int
+    remaining_ns: int = 0
+    interval_ns: int = 0
+    ticks: int = 0  # expirations not yet read
+    settime_flags: int = 0
+    deadline_ns: int = 0
+
+
+class InotifyWatch(Rec, array_like=True):
+    wd: int
+    mask: int
+    path: str
+    dev: int
+    inode: int
+
+
+class InotifyFile(Rec, tag="inotify"):
+    id: int
+    flags: int
+    watches: list[InotifyWatch] = []
+
+
+class MemfdFile(Rec, tag="memfd"):
+    """A memfd held as an fd: its content, name and seals are MappedFile `object_id`
+    (shared with mappings of the same memfd)."""
+
+    id: int
+    object_id: int
+    flags: int
+    pos: int = 0
+
+
+FileDesc = (OpenFile | PipeFile | ExternalFile | FifoFile | EventFdFile | EpollFile | SignalFdFile
+            | TimerFdFile | InotifyFile | MemfdFile)  # a tagged union: one member per kind of file
 
 
 class Fd(Rec, array_like=True):

@@ -14,7 +14,17 @@ from typing import TYPE_CHECKING
 
 from torpor.engine.linux import sys as lx
 from torpor.engine.linux.procfs import read_fdinfo
-from torpor.engine.resources.files import pipe, regular
+from torpor.engine.resources.files import (
+    epoll,
+    eventfd,
+    fifo,
+    inotify,
+    memfd,
+    pipe,
+    regular,
+    signalfd,
+    timerfd,
+)
 from torpor.errors import TorporError
 from torpor.image.schema import ExternalFile, Fd
 
@@ -22,6 +32,8 @@ if TYPE_CHECKING:
     from torpor.engine.dump import DumpContext
 
 KINDS = [regular, pipe]
+KINDS[:0] = [memfd]  # before regular: a memfd's link is a path too
+KINDS += [fifo, eventfd, epoll, signalfd, timerfd, inotify]
 O_CLOEXEC = 0o2000000
 KCMP_FILE = 0
 
@@ -94,6 +106,15 @@ def dump(ctx: DumpContext, pid: int, fds: list[tuple[int, str, os.stat_result]])
         ctx.fd_owner[(pid, fd)] = file_id
         out.append(Fd(fd, file_id, bool(flags & O_CLOEXEC)))
     return out
+
+
+def finish_open(rctx, file_fd) -> None:
+    """After every file description is open at its helper fd (file_fd(id) gives it): the steps
+    of kinds that refer to other files (epoll interest lists)."""
+    for k in KINDS:
+        fin = getattr(k, "finish_open", None)
+        if fin is not None:
+            fin(rctx, file_fd)
 
 
 def open_for_restore(rec, rctx) -> int:
