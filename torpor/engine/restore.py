@@ -381,13 +381,18 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         # An intermediate process forks the root and exits at once, so the root's parent is
         # the caller's subreaper (a shim, conmon, torpor's monitor) or init, never this
         # short-lived command; the restorer then traces it with PTRACE_SEIZE.
-        middle = os.fork()
+        session, group = _outer_session(root, clone_flags)
+        middle = fork_with_pid([session]) if session else os.fork()
         if middle == 0:
             try:
                 os.close(report_r)
                 os.close(pid_r)
                 os.close(hold_w)
                 os.close(release_w)
+                if session:  # the root's session leader had exited: this process stands in
+                    os.setsid()
+                if group and _group_helper(group):
+                    os._exit(0)  # the helper that founded the group forks the root below
                 root_task = fork_with_pid([root.pid], clone_flags)
                 if root_task == 0:
                     os.close(pid_w)
@@ -498,6 +503,34 @@ def _page_source(reader: ImageReader) -> tuple[int, int, bool]:
         while view:
             view = view[os.write(fd, view):]
     return fd, size, True
+
+
+def _outer_session(root: Process, clone_flags: int) -> tuple[int, int]:
+    """PIDs to give the intermediate (a session leader) and a group-founding helper, so that
+    the root inherits its saved session and process group when their leaders are not in the
+    image (e.g. a daemon whose session leader exited). 0 where nothing needs recreating: the
+    root leads them itself, they are the restorer's own, or (PID taken) they cannot be."""
+    if clone_flags & lx.CLONE_NEWPID:
+        return 0, 0
+    session = group = 0
+    if root.sid not in (root.pid, os.getsid(0)) and not os.path.exists(f"/proc/{root.sid}"):
+        session = root.sid
+    if root.pgid not in (root.pid, root.sid) and (session or root.pgid != os.getpgid(0)):
+        if not os.path.exists(f"/proc/{root.pgid}"):
+            group = root.pgid
+    return session, group
+
+
+def _group_helper(pgid: int) -> bool:
+    """Fork a helper with PID pgid that founds the group and goes on to fork the root; this
+    process then waits for it. True in the waiting process (which should exit), False in
+    the helper."""
+    helper = fork_with_pid([pgid])
+    if helper == 0:
+        os.setpgid(0, 0)
+        return False
+    os.waitpid(helper, 0)
+    return True
 
 
 def _read_all(fd: int) -> bytes:
@@ -715,7 +748,9 @@ def _make_zombie(b: Built, s: int, built: dict[int, Built], deferred: list[Proce
         _, st = os.waitpid(b.host, lx.WALL)
         if os.WIFEXITED(st) or os.WIFSIGNALED(st):
             break
-        pt.cont(b.host, 0)
+        # the killing signal stops it first (signal-delivery-stop): deliver it
+        deliver = os.WSTOPSIG(st) if os.WIFSTOPPED(st) and pt.stop_event(st) == 0 else 0
+        pt.cont(b.host, deliver if deliver != signal.SIGTRAP else 0)
     os.close(b.mem_fd)
 
 

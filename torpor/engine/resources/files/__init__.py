@@ -18,12 +18,15 @@ from torpor.engine.resources.files import (
     epoll,
     eventfd,
     fifo,
+    inet,
     inotify,
     memfd,
     pipe,
     regular,
     signalfd,
+    sockopt,
     timerfd,
+    unix,
 )
 from torpor.errors import TorporError
 from torpor.image.schema import ExternalFile, Fd
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 KINDS = [regular, pipe]
 KINDS[:0] = [memfd]  # before regular: a memfd's link is a path too
 KINDS += [fifo, eventfd, epoll, signalfd, timerfd, inotify]
+KINDS += [unix, inet]  # sockets: told apart by sockopt.note_families(pid) in scan()
 O_CLOEXEC = 0o2000000
 KCMP_FILE = 0
 
@@ -63,6 +67,7 @@ def scan(pid: int, external=None) -> list[tuple[int, str, os.stat_result]]:
     """The fds of pid with their link text and stat; raises for a kind torpor cannot save
     (unless external(pid, fd, link) names it: the restorer's caller will provide it)."""
     out = []
+    sockopt.note_families(pid)  # socket inode -> family, for the socket kinds' matches()
     for name in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
         fd = int(name)
         try:
