@@ -237,8 +237,61 @@ class MemfdFile(Rec, tag="memfd"):
     pos: int = 0
 
 
+class SockOpt(Rec, array_like=True):
+    """A socket option as getsockopt(level, name) returned it (raw bytes)."""
+
+    level: int
+    name: int
+    value: bytes
+
+
+class UnixSocket(Rec, tag="unix"):
+    """A unix socket (stream, dgram or seqpacket), identified by its inode. Connected pairs
+    have both ends in the image (`peer`); a listener lists the client ends of the connections
+    it has not accepted (`queued`, in accept order); `msgs` are the lengths of the messages
+    in its receive queue (one entry for a stream), stored back to back at `data_offset`."""
+
+    id: int
+    inode: int
+    sock_type: int  # SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET
+    flags: int  # file status flags (O_NONBLOCK)
+    state: str  # unconnected | listening | connected | peer-closed | queued
+    name: bytes = b""  # bound address; abstract names start with NUL; b"": unbound
+    name_unlinked: bool = False  # bound to a path that no longer exists
+    name_mode: int = -1  # permission bits of the socket file (-1: unknown)
+    name_dir: str = ""  # a relative path name was bound in this directory
+    peer: int = 0  # inode of the socket this one is connected to (0: none or closed)
+    backlog: int = 0
+    queued: list[int] = []  # listening: inodes of the client ends not yet accepted
+    listener: int = 0  # state queued: inode of the listener whose accept queue holds us
+    shutdown: int = 0  # 1: receive side shut down, 2: send side, 3: both
+    msgs: list[int] = []
+    data_offset: int = 0  # in page file "pages"
+    options: list[SockOpt] = []  # options that differ from a fresh socket's
+
+
+class InetSocket(Rec, tag="inet"):
+    """A TCP or UDP socket over IPv4 or IPv6 that is not part of a connection: a TCP
+    listener or unconnected TCP socket, a UDP socket (bound, maybe connected)."""
+
+    id: int
+    family: int  # AF_INET, AF_INET6
+    sock_type: int  # SOCK_STREAM, SOCK_DGRAM
+    protocol: int  # IPPROTO_TCP, IPPROTO_UDP
+    flags: int
+    state: str  # closed | listening | bound | connected (UDP only)
+    addr: str = ""  # local address ("" with port 0: unbound)
+    port: int = 0
+    scope_id: int = 0
+    peer_addr: str = ""  # a connected UDP socket's peer
+    peer_port: int = 0
+    backlog: int = 0
+    options: list[SockOpt] = []  # options that differ from a fresh socket's
+
+
 FileDesc = (OpenFile | PipeFile | ExternalFile | FifoFile | EventFdFile | EpollFile | SignalFdFile
-            | TimerFdFile | InotifyFile | MemfdFile)  # a tagged union: one member per kind of file
+            | TimerFdFile | InotifyFile | MemfdFile | UnixSocket
+            | InetSocket)  # a tagged union: one member per kind of file
 
 
 class Fd(Rec, array_like=True):

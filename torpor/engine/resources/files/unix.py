@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import os
 import socket
 import stat
@@ -77,7 +78,7 @@ def _tree_sockets(ctx: DumpContext) -> dict[int, tuple[int, int]]:
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/status") as f:
+            with io.open(f"/proc/{name}/status") as f:
                 for line in f:
                     if line.startswith("TracerPid:"):
                         if line.split()[1] == me:
