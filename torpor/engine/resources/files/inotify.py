@@ -72,7 +72,7 @@ def _path_of(pid: int, dev: int, ino: int, htype: int, handle: bytes) -> str | N
     fh = struct.pack("<Ii", len(handle), htype) + handle
     for mountpoint, _root in _mounts(pid, dev):
         try:
-            mfd = os.open(f"/proc/{pid}/root{mountpoint}", os.O_PATH | os.O_CLOEXEC)
+            mfd = os.open(f"/proc/{pid}/root{mountpoint}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             continue
         try:
