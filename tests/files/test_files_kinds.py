@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import statistics
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,16 @@ from fileutil import (
     getfd,
     wait_match,
 )
-from helpers import PYTHON, assert_clean_error, checkpoint, proc_stat, read_lines, status, torpor
+from helpers import (
+    PYTHON,
+    assert_clean_error,
+    checkpoint,
+    proc_stat,
+    read_lines,
+    restore,
+    status,
+    torpor,
+)
 
 F_GETPIPE_SZ = 1032
 
@@ -221,3 +231,26 @@ def test_unknown_kind_refused(procs, tmp_path: Path, kind: str) -> None:
     st = proc_stat(p.pid)
     assert st is not None and st[2] not in ("t", "T", "Z")
     assert status(p.pid)["TracerPid"] == "0"
+
+
+def test_timerfd_unread_and_absolute(procs, tmp_path: Path) -> None:
+    """Expirations not read at the checkpoint are kept and an interval timer stays periodic;
+    an absolute CLOCK_REALTIME timer keeps its wall-clock deadline (it passed while the process
+    was checkpointed: it has fired on restore)."""
+    out = tmp_path / "timers_idle.log"
+    p = procs.start([PYTHON, PROGRAMS / "timers_idle.py"], cwd=tmp_path, name="timers_idle")
+    r = _ready(out)
+    time.sleep(0.3)
+    checkpoint(p.pid, tmp_path / "img")
+    procs.reap(p.pid, timeout=5)
+    saved = {f["id"]: f for f in _image_files(tmp_path / "img") if f.get("type") == "timerfd"}
+    per = next(f for f in saved.values() if f["clockid"] == 1)
+    assert per["interval_ns"] == 50_000_000 and per["ticks"] >= 4, per
+    absrec = next(f for f in saved.values() if f["clockid"] == 0)
+    assert absrec.get("ticks", 0) == 0 and absrec["settime_flags"] == 1, absrec
+    time.sleep(1.0)  # the absolute deadline passes while nothing runs
+    assert restore(tmp_path / "img", procs) == p.pid
+    assert fdinfo_field(p.pid, r["abs"], "ticks") == "1"
+    assert fdinfo_field(p.pid, r["abs"], "settime flags") == "01"
+    assert fdinfo_field(p.pid, r["per"], "it_interval") == "(0, 50000000)"
+    assert int(fdinfo_field(p.pid, r["per"], "ticks")) >= per["ticks"]

@@ -14,7 +14,9 @@ of an interval timer counted in its expirations, as the kernel counts overruns).
 timers on the other clocks (MONOTONIC, BOOTTIME, whose zero differs between boots and
 machines) are re-armed absolute at now + remaining.
 
-Expirations already counted but not read ("ticks") are put back with the TFD_IOC_SET_TICKS
+An interval timer that expired and was not read since is first brought up to date by
+timerfd_gettime on a duplicate (pidfd_getfd) of it, which counts the missed periods into its
+ticks and re-arms it (see _settle). Expirations counted but not read ("ticks") are put back with the TFD_IOC_SET_TICKS
 ioctl (CONFIG_CHECKPOINT_RESTORE); TFD_TIMER_CANCEL_ON_SET is kept.
 """
 
@@ -27,6 +29,8 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
+from torpor.engine.linux import sys as lx
+from torpor.engine.linux.procfs import read_fdinfo
 from torpor.errors import TorporError
 from torpor.image.schema import TimerFdFile
 
@@ -44,6 +48,7 @@ NS = 1_000_000_000
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.timerfd_settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p]
+_libc.timerfd_gettime.argtypes = [ctypes.c_int, ctypes.c_void_p]
 
 
 def matches(link: str, st: os.stat_result) -> bool:
@@ -55,7 +60,27 @@ def _timespec_ns(text: str) -> int:
     return sec * NS + nsec
 
 
+def _settle(pid: int, fd: int) -> dict:
+    """fdinfo after timerfd_gettime on our own duplicate of the timerfd (pidfd_getfd): an
+    interval timer that expired and was not read yet stays stopped in the kernel (fdinfo: one
+    tick, it_value 0) until a read or timerfd_gettime forwards it, counting the periods
+    missed since into its ticks and re-arming it. Nothing is consumed."""
+    pidfd = lx.syscall(lx.NR["pidfd_open"], pid, 0)
+    try:
+        dup = lx.syscall(lx.NR["pidfd_getfd"], pidfd, fd, 0)
+    finally:
+        os.close(pidfd)
+    try:
+        cur = ctypes.create_string_buffer(32)
+        _libc.timerfd_gettime(dup, cur)
+    finally:
+        os.close(dup)
+    return read_fdinfo(pid, fd)
+
+
 def dump(ctx: DumpContext, pid: int, fd: int, link: str, st: os.stat_result, info: dict) -> TimerFdFile:
+    if info.get("it_interval", "(0, 0)") != "(0, 0)" and info.get("it_value") == "(0, 0)":
+        info = _settle(pid, fd)
     clockid = int(info["clockid"])
     rec = TimerFdFile(id=-1, flags=int(info.get("flags", "0"), 8), clockid=clockid,
                       remaining_ns=_timespec_ns(info.get("it_value", "(0, 0)")),
