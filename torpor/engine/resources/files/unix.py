@@ -17,9 +17,9 @@ the saved order; one-way connected dgram sockets connect to their (restored) ser
 
 from __future__ import annotations
 
+import builtins
 import errno
 import fcntl
-import io
 import os
 import socket
 import stat
@@ -78,7 +78,7 @@ def _tree_sockets(ctx: DumpContext) -> dict[int, tuple[int, int]]:
         if not name.isdigit():
             continue
         try:
-            with io.open(f"/proc/{name}/status") as f:
+            with builtins.open(f"/proc/{name}/status") as f:
                 for line in f:
                     if line.startswith("TracerPid:"):
                         if line.split()[1] == me:
@@ -200,8 +200,10 @@ def dump(ctx: DumpContext, pid: int, fd: int, link: str, st: os.stat_result, inf
                         f"{what}: connecting to {_addr(lst.name)} (socket {lst.inode}) outside "
                         "the checkpointed tree (not accepted yet)")
                 rec.state, rec.listener = "queued", lst.inode
+            elif d.type == socket.SOCK_DGRAM and d.name:
+                pass  # a dgram server: clients connecting to it mark it established too
             else:
-                rec.state = "peer-closed"
+                rec.state = "peer-closed"  # (an unnamed dgram: restored the same way)
     elif d.state != TCP_CLOSE:
         raise UnixSocketError(f"{what}: unexpected state {d.state}")
     copy = pidfd_getfd(pid, fd)
