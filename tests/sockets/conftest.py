@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from runtime.conftest import bundle, rootfs, rt  # noqa: F401 - fixtures (container test)
 
 PR_SET_CHILD_SUBREAPER = 36
 
