@@ -101,3 +101,21 @@ def test_established_tcp_refused(procs: Procs, tmp_path: Path) -> None:
         assert not (tmp_path / "img" / "manifest.json").exists()
         with connect_retry(socket.AF_INET, ("127.0.0.1", port)) as c:
             assert c.recv(100) == b"still here\n"
+
+
+def test_idle_sockets(procs: Procs, tmp_path: Path) -> None:
+    """Unbound TCP and UDP sockets and a bound TCP socket that listens only after restore."""
+    port, out, go, image = free_port(), tmp_path / "out", tmp_path / "go", tmp_path / "img"
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as u:
+        u.bind(("::1", 0))
+        u.settimeout(10)
+        pid = start(procs, "idle", port, u.getsockname()[1], out, go)
+        wait_lines(out, "^ready")
+        checkpoint_kill(procs, pid, image)
+        restore_same(procs, image, pid)
+        go.touch()
+        assert u.recv(100) == b"from the idle udp socket"
+    wait_lines(out, "^listening keepalive=1")
+    with connect_retry(socket.AF_INET, ("127.0.0.1", port)) as c:
+        assert c.recv(100) == b"late listener\n"
+    wait_lines(out, "^done")

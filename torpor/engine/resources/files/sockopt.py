@@ -3,6 +3,7 @@ socket's of the same family and type, set again on restore. Not a kind of file i
 
 from __future__ import annotations
 
+import os
 import socket
 
 from torpor.image.schema import SockOpt
@@ -88,26 +89,31 @@ def apply(s: socket.socket, options: list[SockOpt]) -> None:
 # ---------------------------------------------------------------- socket families by inode
 
 _FAMILIES: dict[int, str] = {}
-_NET_TABLES = (("unix", "unix"), ("tcp", "tcp"), ("tcp6", "tcp6"), ("udp", "udp"),
-               ("udp6", "udp6"))
+_PROTO_NAMES = {"TCP": "tcp", "TCPv6": "tcp6", "UDP": "udp", "UDPv6": "udp6", "UNIX": "unix",
+                "UNIX-STREAM": "unix"}
 
 
 def note_families(pid: int) -> None:
-    """Learn the family of every socket inode in pid's network namespace (/proc/PID/net/*),
-    so that the kinds' matches(link, st) can tell a unix socket from a TCP one."""
-    for table, fam in _NET_TABLES:
+    """Learn the family of every socket pid holds (the sockfs xattr system.sockprotoname,
+    which also names unbound sockets), so that the kinds' matches(link, st) can tell a unix
+    socket from a TCP one."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return
+    for n in names:
+        path = f"/proc/{pid}/fd/{n}"
         try:
-            with open(f"/proc/{pid}/net/{table}") as f:
-                next(f, None)
-                for line in f:
-                    parts = line.split()
-                    col = 6 if table == "unix" else 9
-                    if len(parts) > col and parts[col].isdigit():
-                        _FAMILIES[int(parts[col])] = fam
-        except OSError:
+            link = os.readlink(path)
+            if not link.startswith("socket:["):
+                continue
+            proto = os.getxattr(path, "system.sockprotoname").rstrip(b"\0").decode()
+        except (OSError, UnicodeDecodeError):
             continue
+        _FAMILIES[int(link[8:-1])] = _PROTO_NAMES.get(proto, proto.lower())
 
 
 def family(inode: int) -> str:
-    """unix | tcp | tcp6 | udp | udp6 for a socket seen by note_families, else ""."""
+    """unix | tcp | tcp6 | udp | udp6 (else the protocol's name) for a socket seen by
+    note_families, else ""."""
     return _FAMILIES.get(inode, "")
