@@ -12,6 +12,7 @@ import shutil
 import stat
 import subprocess
 import tarfile
+import tempfile
 
 import pytest
 from runtime.conftest import REPO, bundle, rootfs, rt  # noqa: F401 - fixtures
@@ -36,15 +37,26 @@ def write_launcher(path: str, log: str | None = None) -> str:
 
 
 @pytest.fixture(scope="session")
-def launcher(tmp_path_factory) -> str:
-    d = tmp_path_factory.mktemp("launcher")
-    return write_launcher(str(d / "torpor"), log=str(d / "argv.log"))
+def private_tmp():
+    """A directory outside pytest's basetemp: concurrent pytest sessions of other people
+    rotate /tmp/pytest-of-root and would delete a daemon's root under its feet."""
+    d = tempfile.mkdtemp(prefix="torpor-clients-")
+    yield d
+    with open("/proc/self/mountinfo") as f:
+        if not any(d in line for line in f):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def busybox_tar(tmp_path_factory, rootfs) -> str:  # noqa: F811
+def launcher(private_tmp) -> str:
+    return write_launcher(os.path.join(private_tmp, "torpor"),
+                          log=os.path.join(private_tmp, "argv.log"))
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(private_tmp, rootfs) -> str:  # noqa: F811
     """A rootfs tar of the busybox root (for `docker import`, `podman import`)."""
-    path = str(tmp_path_factory.mktemp("image") / "busybox.tar")
+    path = os.path.join(private_tmp, "busybox.tar")
     with tarfile.open(path, "w") as tar:
         for name in sorted(os.listdir(rootfs)):
             tar.add(os.path.join(rootfs, name), arcname=name)
