@@ -138,7 +138,7 @@ def _fork_snapshot(inj: Injector, s: int) -> int:
     let go, so the process is frozen only while its small state is read. exit_signal 0: its
     death sends the process no SIGCHLD and plain wait() never reports it. Returns its PID, or
     0 when it cannot be made (e.g. a pids limit): then memory is read while frozen."""
-    pt.set_options(inj.tid, pt.O_TRACECLONE | pt.O_TRACEFORK | pt.O_TRACEVFORK)
+    pt.set_options(inj.tid, freeze.SEIZE_OPTIONS | pt.O_TRACECLONE | pt.O_TRACEFORK | pt.O_TRACEVFORK)
     try:
         args = struct.pack("<11Q", SNAPSHOT_FLAGS, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         inj.write(s + 512, args)
@@ -153,19 +153,20 @@ def _fork_snapshot(inj: Injector, s: int) -> int:
             freeze.wait_new_stop(snap)
         return snap
     finally:
-        pt.set_options(inj.tid, 0)
+        pt.set_options(inj.tid, freeze.SEIZE_OPTIONS)
 
 
 def drop_snapshots(ctx: DumpContext, tree: freeze.FrozenTree) -> None:
     """Kill the snapshots, then have each process reap its own (a brief second stop)."""
     for pid, snap in ctx.snapshots.items():
         try:
+            vsnap = _ns_ids(snap)[0]  # wait4 inside the process takes its namespace's PID
             os.kill(snap, 9)
             os.waitpid(snap, lx.WALL)  # as its tracer; hands the zombie to its parent
         except OSError:
             continue
         try:
-            pt.seize(pid)
+            pt.seize(pid, freeze.SEIZE_OPTIONS)
             pt.interrupt(pid)
             freeze.wait_interrupt_stop(pid)
         except OSError:
@@ -175,7 +176,7 @@ def drop_snapshots(ctx: DumpContext, tree: freeze.FrozenTree) -> None:
             try:
                 inj = Injector(pid, pid, mem_fd, find_syscall_insn(pid, mem_fd))
                 try:
-                    inj.call("wait4", snap, 0, lx.WALL, 0, check=False)
+                    inj.call("wait4", vsnap, 0, lx.WALL, 0, check=False)
                 finally:
                     inj.finish()
             finally:
@@ -333,8 +334,10 @@ def checkpoint_tree(
         if os.getpid() in live:
             raise freeze.FreezeError("torpor cannot checkpoint a tree that contains itself")
         fdlists = {p: files.scan(p, external) for p in live}  # unknown kinds fail here
+        # a tree frozen before the checkpoint (a paused container) stays frozen: no snapshot
+        # (it could not even die in a frozen cgroup), its memory is read as it stands
         ctx = DumpContext(writer, external=external, tree_mode=True, keep_sharing=leave_running,
-                          snapshot=leave_running)
+                          snapshot=leave_running and not tree.was_frozen)
         vpid_of = {p: _ns_ids(p)[0] for p in tree.order}
         procs: list[Process] = []
         for p in tree.order:

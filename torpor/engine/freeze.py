@@ -23,6 +23,11 @@ class FreezeError(TorporError):
     pass
 
 
+# injected syscalls must not meet the task's seccomp filters (Docker's default profile answers
+# clone3 with ENOSYS, for one): the tracer suspends them while it holds the task
+SEIZE_OPTIONS = pt.O_SUSPEND_SECCOMP
+
+
 @dataclass
 class FrozenTree:
     root: int
@@ -118,7 +123,7 @@ def _seize_threads(pid: int, tree: FrozenTree, interrupt_now: bool) -> bool:
             return True
         for tid in new:
             try:
-                pt.seize(tid)
+                pt.seize(tid, SEIZE_OPTIONS)
             except ProcessLookupError:
                 continue
             except PermissionError as err:

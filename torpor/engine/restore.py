@@ -329,6 +329,8 @@ class Built:
     threads: dict[int, Injector] = field(default_factory=dict)  # vtid -> injector
     host_tids: dict[int, int] = field(default_factory=dict)  # vtid -> host tid
     plan: Plan | None = None
+    lazy: bool = False
+    space: object = None  # lazy restore: its userfaultfd and the pages still to copy
 
     def file_fd(self, file_id: int) -> int:
         """The helper fd (in this task) of saved open file description file_id."""
@@ -340,7 +342,7 @@ ProcessRestore = Built  # the name resource modules know it by
 
 def restore_tree(image_path: str, *, clone_flags: int = 0,
                  child_setup: Callable[[], None] | None = None,
-                 inherit_fds: dict[str, int] | None = None) -> RestoreResult:
+                 inherit_fds: dict[str, int] | None = None, lazy: bool = False) -> RestoreResult:
     """Rebuild the process tree of an image; returns when it runs again.
 
     The root task is forked from the calling process with clone3(clone_flags, set_tid=[root
@@ -436,7 +438,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
             if pt.stop_event(status) == pt.EVENT_STOP:
                 break
             pt.cont(child, os.WSTOPSIG(status))
-        warnings = _build_tree(tree, plan, child, built, pages_view, lx.addr(pages_map))
+        warnings = _build_tree(tree, plan, child, built, pages_view, lx.addr(pages_map), lazy)
         return RestoreResult(child, sum(len(p.threads) for p in tree.processes),
                              time.monotonic() - t0, warnings)
     except BaseException:
@@ -540,16 +542,19 @@ def _read_all(fd: int) -> bytes:
     return out
 
 
-def restore(image_path: str) -> RestoreResult:
+def restore(image_path: str, lazy: bool = False) -> RestoreResult:
     """Restore a host process tree (no new namespaces)."""
-    return restore_tree(image_path)
+    return restore_tree(image_path, lazy=lazy)
 
 
-TRACE_OPTIONS = pt.O_EXITKILL | pt.O_TRACECLONE | pt.O_TRACEFORK | pt.O_TRACEVFORK
+# O_SUSPEND_SECCOMP: the runtime may have put a seccomp filter on the root (inherited by the
+# whole tree) before the engine injects its syscalls
+TRACE_OPTIONS = (pt.O_EXITKILL | pt.O_TRACECLONE | pt.O_TRACEFORK | pt.O_TRACEVFORK
+                 | pt.O_SUSPEND_SECCOMP)
 
 
 def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Built],
-                pages_view: memoryview, pages_addr: int) -> list[str]:
+                pages_view: memoryview, pages_addr: int, lazy: bool = False) -> list[str]:
     warnings: list[str] = []
     root = tree.processes[0]
     mem_fd = os.open(f"/proc/{root_host}/mem", os.O_RDWR | os.O_CLOEXEC)
@@ -601,6 +606,7 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
         b = built.get(proc.pid)
         if b is None:
             continue
+        b.lazy = lazy
         warnings += _restore_process_state(b, plan, s, pages_view, pages_addr, lastcap)
     # helper fds and scratch go only now: a process sharing its parent's fd table needed them
     for proc in tree.processes:
@@ -620,6 +626,16 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
             host_tid = b.host_tids[th.tid]
             cpu.restore(host_tid, th.regs, th.xstate, size)
             pt.set_sigmask(host_tid, th.sigmask)
+    if lazy:  # the page server must run before any restored task touches its memory
+        from torpor.engine import lazy as lazy_pages
+
+        spaces = [b.space for b in built.values() if b.space is not None]
+        try:
+            server = lazy_pages.start_server(pages_addr, spaces, set())
+            os.waitpid(server, 0)
+        finally:
+            for sp in spaces:
+                os.close(sp.fd)
     for proc in reversed(tree.processes):
         b = built.get(proc.pid)
         if b is None:
@@ -735,8 +751,9 @@ def _make_zombie(b: Built, s: int, built: dict[int, Built], deferred: list[Proce
     regs.orig_rax = (1 << 64) - 1
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        inj.write(s, bytes(32))
-        inj.call("rt_sigaction", sig, s, 0, 8)
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those have no action to reset
+            inj.write(s, bytes(32))
+            inj.call("rt_sigaction", sig, s, 0, 8)
         # tgkill(getpid(), gettid(), sig) inside the task: both are its own PID
         regs.rax, regs.rdi, regs.rsi, regs.rdx = lx.NR["tgkill"], proc.pid, proc.pid, sig
         pt.set_sigmask(b.host, 0)
@@ -816,6 +833,41 @@ def _rebuild_memory(b: Built, plan: Plan, s: int, scratch_size: int,
     inj.call("prctl", lx.PR_SET_MM, lx.PR_SET_MM_MAP, s, len(mm_map), 0)
 
 
+def _register_lazy(b: Built, vmas: list, pages_addr: int) -> object:
+    """A userfaultfd made inside the process (so it belongs to its address space), copied out
+    with pidfd_getfd, the areas registered for missing-page faults."""
+    from torpor.engine.lazy import Space
+    from torpor.engine.linux import uffd
+
+    task_fd = b.inj.call("userfaultfd", os.O_CLOEXEC | os.O_NONBLOCK)
+    pidfd = lx.syscall(lx.NR["pidfd_open"], b.host, 0)
+    try:
+        fd = lx.syscall(lx.NR["pidfd_getfd"], pidfd, task_fd, 0)
+    finally:
+        os.close(pidfd)
+        b.inj.call("close", task_fd)
+    try:
+        uffd.api(fd, uffd.NONCOOPERATIVE)
+        runs = []
+        for v in vmas:
+            uffd.register(fd, v.start, v.end - v.start)
+            runs.extend([r.vaddr, r.npages * lx.PAGE_SIZE, r.offset] for r in v.pages)
+    except BaseException:
+        os.close(fd)
+        raise
+    space = Space(fd, runs)
+    # memory the kernel itself writes before the page server runs (rseq registration writes
+    # the thread's rseq area) is filled now, or the injected syscall would wait forever
+    for th in b.proc.threads:
+        if th.rseq_ptr:
+            for page in {th.rseq_ptr & ~(lx.PAGE_SIZE - 1), (th.rseq_ptr + th.rseq_len - 1) & ~(lx.PAGE_SIZE - 1)}:
+                i = space.find(page)
+                got = space.take(i, page, page + lx.PAGE_SIZE) if i >= 0 else None
+                if got:
+                    uffd.copy(fd, got[0], pages_addr + got[2], got[1])
+    return space
+
+
 def _restore_process_state(b: Built, plan: Plan, s: int, pages_view: memoryview, pages_addr: int,
                            lastcap: int) -> list[str]:
     """Areas and pages, signals, timers, limits, threads, credentials, then close helpers."""
@@ -824,7 +876,13 @@ def _restore_process_state(b: Built, plan: Plan, s: int, pages_view: memoryview,
                     file_fds={fid: plan.mapped(fid) for fid in {v.file_id for v in proc.vmas if v.file_id >= 0}},
                     pages_view=pages_view, pages_addr=pages_addr)
     memory.restore_areas(t, proc.vmas)
-    memory.restore_pages(t, proc.vmas)
+    if b.lazy:
+        lazy_vmas = [v for v in proc.vmas if v.kind == "anon" and not v.shared and v.pages]
+        memory.restore_pages(t, [v for v in proc.vmas if v not in lazy_vmas])
+        if lazy_vmas:
+            b.space = _register_lazy(b, lazy_vmas, pages_addr)
+    else:
+        memory.restore_pages(t, proc.vmas)
     warnings: list[str] = []
     signals.restore_sigactions(inj, s, proc.sigactions)
     task.restore_itimers(inj, s, proc.itimers)

@@ -1,0 +1,166 @@
+"""Lazy restore: serve a restored process's memory on demand through userfaultfd.
+
+The restore registers each private anonymous area that has stored pages for missing-page
+faults (the userfaultfd is created inside the process by an injected syscall and copied out
+with pidfd_getfd), lets the process run at once, and leaves this server behind: it answers
+faults with UFFDIO_COPY from the image (a window around the faulting page), streams every
+other page in the background, and exits once all pages are in. Non-cooperative events keep
+its view right: a fork hands it the child's userfaultfd (the child still misses the same
+pages), mremap moves pending pages, munmap and MADV_DONTNEED drop them (a later fault there
+gets a zero page, as the kernel would give).
+
+If the server died early, the kernel would fill the missing pages with zeros: it runs in its
+own session, ignores SIGHUP/SIGINT, and holds no terminal.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import select
+import signal
+
+from torpor.engine.linux import uffd
+from torpor.engine.linux.sys import PAGE_SIZE
+
+FAULT_WINDOW = 16 * PAGE_SIZE  # pages copied around a faulting page
+STREAM_CHUNK = 2 << 20  # bytes copied per background step
+
+
+class Space:
+    """One address space being filled: its userfaultfd and the pages still to copy, as
+    sorted, non-overlapping [vaddr, length, image offset] runs."""
+
+    def __init__(self, fd: int, runs: list[list[int]]) -> None:
+        self.fd = fd
+        self.runs = sorted(runs)
+
+    def find(self, addr: int) -> int:
+        i = bisect.bisect_right([r[0] for r in self.runs], addr) - 1
+        if i >= 0 and addr < self.runs[i][0] + self.runs[i][1]:
+            return i
+        return -1
+
+    def take(self, i: int, start: int, end: int) -> tuple[int, int, int] | None:
+        """Remove [start, end) from run i; return (vaddr, length, offset) removed."""
+        va, ln, off = self.runs[i]
+        start, end = max(start, va), min(end, va + ln)
+        if start >= end:
+            return None
+        pieces = []
+        if start > va:
+            pieces.append([va, start - va, off])
+        if end < va + ln:
+            pieces.append([end, va + ln - end, off + (end - va)])
+        self.runs[i : i + 1] = pieces
+        return start, end - start, off + (start - va)
+
+    def drop(self, start: int, end: int) -> None:
+        keep = []
+        for va, ln, off in self.runs:
+            if va + ln <= start or va >= end:
+                keep.append([va, ln, off])
+                continue
+            if va < start:
+                keep.append([va, start - va, off])
+            if va + ln > end:
+                keep.append([end, va + ln - end, off + (end - va)])
+        self.runs = keep
+
+    def move(self, old: int, new: int, length: int) -> None:
+        moved = []
+        for r in self.runs:
+            if old <= r[0] and r[0] + r[1] <= old + length:
+                r[0] += new - old
+            moved.append(r)
+        self.runs = sorted(moved)
+
+
+class Server:
+    def __init__(self, pages_addr: int, spaces: list[Space]) -> None:
+        self.pages_addr = pages_addr
+        self.spaces = {s.fd: s for s in spaces}
+
+    def _copy(self, space: Space, vaddr: int, length: int, offset: int) -> None:
+        done = 0
+        while done < length:
+            n = uffd.copy(space.fd, vaddr + done, self.pages_addr + offset + done, length - done)
+            if n == -17:  # EEXIST on the first page: already there, skip it
+                done += PAGE_SIZE
+            elif n < 0:
+                return  # unmapped meanwhile, or the process is gone
+            else:
+                done += n
+
+    def _fault(self, space: Space, addr: int) -> None:
+        page = addr & ~(PAGE_SIZE - 1)
+        i = space.find(page)
+        if i < 0:
+            uffd.zeropage(space.fd, page, PAGE_SIZE)  # never stored, or dropped: zeros
+            return
+        start = max(space.runs[i][0], page - FAULT_WINDOW // 2)
+        got = space.take(i, start, start + FAULT_WINDOW)
+        if got:
+            self._copy(space, *got)
+
+    def _events(self, space: Space) -> None:
+        for event, args in uffd.read_events(space.fd):
+            if event == uffd.EVENT_PAGEFAULT:
+                self._fault(space, args[1])
+            elif event == uffd.EVENT_FORK:
+                child = Space(args[0], [list(r) for r in space.runs])
+                self.spaces[child.fd] = child
+            elif event == uffd.EVENT_REMAP:
+                space.move(*args)
+            elif event in (uffd.EVENT_REMOVE, uffd.EVENT_UNMAP):
+                space.drop(*args)
+
+    def run(self) -> None:
+        poller = select.poll()
+        registered: set[int] = set()
+        while True:
+            for fd in self.spaces:
+                if fd not in registered:
+                    poller.register(fd, select.POLLIN)
+                    registered.add(fd)
+            busy = [s for s in self.spaces.values() if s.runs]
+            if not busy:
+                return
+            for fd, ev in poller.poll(0):
+                if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    self.spaces[fd].runs = []  # the process has gone
+                    continue
+                self._events(self.spaces[fd])
+            for space in busy:  # background: the next chunk of each space
+                if space.runs:
+                    got = space.take(0, space.runs[0][0], space.runs[0][0] + STREAM_CHUNK)
+                    if got:
+                        self._copy(space, *got)
+
+
+def start_server(pages_addr: int, spaces: list[Space], keep_fds: set[int]) -> int:
+    """Fork the server (detached, in its own session); returns its PID. The caller closes its
+    own copies of the userfaultfds afterwards."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        os.setsid()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        null = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        keep = keep_fds | {0, 1, 2} | {s.fd for s in spaces}
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        if os.fork():  # the server proper is a grandchild: nobody waits on us
+            os._exit(0)
+        Server(pages_addr, spaces).run()
+    finally:
+        os._exit(0)
