@@ -55,6 +55,9 @@ class Space:
         self.runs[i : i + 1] = pieces
         return start, end - start, off + (start - va)
 
+    def put_back(self, vaddr: int, length: int, offset: int) -> None:
+        bisect.insort(self.runs, [vaddr, length, offset])
+
     def drop(self, start: int, end: int) -> None:
         keep = []
         for va, ln, off in self.runs:
@@ -87,6 +90,12 @@ class Server:
             n = uffd.copy(space.fd, vaddr + done, self.pages_addr + offset + done, length - done)
             if n == -17:  # EEXIST on the first page: already there, skip it
                 done += PAGE_SIZE
+            elif n == -11:
+                # EAGAIN: the address space is changing (a fork, mremap or munmap event is
+                # pending). The rest goes back to the pending runs: after the event a forked
+                # child must still find these pages missing, and they must not be lost
+                space.put_back(vaddr + done, length - done, offset + done)
+                return
             elif n < 0:
                 return  # unmapped meanwhile, or the process is gone
             else:

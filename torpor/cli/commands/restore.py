@@ -16,6 +16,8 @@ def _parser() -> Parser:
     p.add_argument("--console-socket", help="unix socket to send the pty master to")
     p.add_argument("--no-subreaper", action="store_true", help="accepted for runc compatibility")
     p.add_argument("--no-pivot", action="store_true", help="accepted for runc compatibility")
+    p.add_argument("--lazy", action="store_true",
+                   help="run at once; memory is served on demand and streamed in the background")
     p.add_argument("--file-locks", action="store_true")
     p.add_argument("--tcp-established", action="store_true")
     p.add_argument("--ext-unix-sk", action="store_true")
@@ -29,7 +31,7 @@ def main(argv: list[str], g) -> int:
     if not args.container_id:
         from torpor.engine.restore import restore
 
-        res = restore(args.image_path)
+        res = restore(args.image_path, lazy=args.lazy)
         if args.pid_file:
             from torpor.cli.output import write_pid_file
 
