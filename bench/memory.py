@@ -94,16 +94,42 @@ def one(ctx, mib: int, r: int, acc: dict) -> None:
             _fail(acc, "restore", res.why())
             return
         acc["rs_s"].append(res.secs)
+        # 4. the same image, restored lazily: the command returns when the process runs; its
+        # memory arrives on demand and in the background (until its RSS holds all of it)
+        kill_tree(rpid)
+        wait_gone(rpid)
+        reap_zombies()
+        res = torpor("restore", "--lazy", "--image-path", img2)
+        rpid = restored_pid(res)
+        if rpid is None:
+            _fail(acc, "restore_lazy", res.why())
+            return
+        acc["lazy_s"].append(res.secs)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and _rss_kib(rpid) < mib * 1024 * 0.98:
+            time.sleep(0.005)
+        acc["lazy_full_s"].append(time.monotonic() - res.t0)
     finally:
         kill_tree(rpid)
         kill_tree(p.pid)
         drop_pages(d)
 
 
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run(ctx) -> None:
     sizes = ctx.sizes
     accs = {m: {"lr_s": [], "frozen_ms": [], "image_mib": [], "image_alloc_mib": [], "ck_s": [],
-                "rs_s": [], "errors": {}} for m in sizes}
+                "rs_s": [], "lazy_s": [], "lazy_full_s": [], "errors": {}} for m in sizes}
     for r in range(ctx.runs):
         for mib in rotate(sizes, r):
             log(f"  run {r + 1}/{ctx.runs}: {mib} MiB")
@@ -127,6 +153,8 @@ def run(ctx) -> None:
                        allocated_mib=a["image_alloc_mib"][-1] if a["image_alloc_mib"] else None)
         rec_rs = emit(b, "restore_s", a["rs_s"], "s", e.get("restore") or e.get("checkpoint"))
         rec_rsr = emit(b, "restore_mib_s", rs_rate, "MiB/s", e.get("restore") or e.get("checkpoint"))
+        rec_lz = emit(b, "restore_lazy_s", a["lazy_s"], "s", e.get("restore_lazy"))
+        rec_lzf = emit(b, "restore_lazy_all_pages_s", a["lazy_full_s"], "s", e.get("restore_lazy"))
         ratio_ck = ratio_rs = None
         if pcw and "median" in rec_ckr:
             ratio_ck = rec_ckr["median"] / pcw
@@ -139,7 +167,8 @@ def run(ctx) -> None:
         log(f"  {mib:5d} MiB: checkpoint {_m(rec_ck)} s ({_m(rec_ckr)} MiB/s, "
             f"{_pct(ratio_ck)} of page-cache write), frozen {_m(rec_fz)} ms, image "
             f"{_m(rec_img)} MiB; restore {_m(rec_rs)} s ({_m(rec_rsr)} MiB/s, "
-            f"{_pct(ratio_rs)} of first touch)")
+            f"{_pct(ratio_rs)} of first touch); lazy restore {_m(rec_lz)} s, all pages in "
+            f"{_m(rec_lzf)} s")
         for k, v in e.items():
             log(f"    FAILED {k}: {v}")
 
