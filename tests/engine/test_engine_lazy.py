@@ -97,3 +97,27 @@ def test_eager_and_lazy_restore_the_same_image(compile_c, procs, tmp_path: Path)
     wait_for_lines(out, len(read_lines(out)) + 2, timeout=60)
     sums = {ln.split("sum=")[1] for ln in read_lines(out) if "sum=" in ln}
     assert len(sums) == 1
+
+
+def test_lazy_restore_of_a_damaged_page_file_is_killed(compile_c, procs, tmp_path: Path) -> None:
+    """Page checksums are checked by the page server while the process already runs: a
+    damaged page file ends the restored process instead of letting it run on wrong memory
+    (an eager restore refuses the image before anything exists)."""
+    import os
+
+    out = tmp_path / "out"
+    p = procs.start([compile_c("memsum"), out, "16"])
+    wait_for_lines(out, 2, timeout=30)
+    checkpoint(p.pid, tmp_path / "img")
+    procs.reap(p.pid, timeout=5)
+    pages = tmp_path / "img" / "pages.img"
+    with open(pages, "r+b") as f:
+        f.seek(os.path.getsize(pages) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    res = torpor("restore", "--image-path", tmp_path / "img", check=False)
+    assert res.returncode != 0 and "checksum" in res.stderr
+    _lazy_restore(procs, tmp_path / "img", p.pid)
+    wait_until(lambda: not os.path.exists(f"/proc/{p.pid}") or open(f"/proc/{p.pid}/stat").read().split()[2] == "Z",
+               30, "the damaged lazy restore to be stopped")

@@ -147,7 +147,33 @@ class Server:
                         self._copy(space, *got)
 
 
-def start_server(pages_addr: int, spaces: list[Space], keep_fds: set[int]) -> int:
+def _verify_in_background(image_path: str, victims: list[int]):
+    """A lazy restore starts before the page checksums are checked; they are checked here,
+    alongside serving. A damaged page file kills the restored tree rather than let it run
+    on wrong memory."""
+    import threading
+
+    def check() -> None:
+        from torpor.errors import ImageError
+        from torpor.image.store import ImageReader
+
+        try:
+            with ImageReader(image_path) as reader:
+                reader.verify_pages()
+        except ImageError:
+            for pid in victims:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=check, name="torpor-verify", daemon=True)
+    thread.start()
+    return thread
+
+
+def start_server(pages_addr: int, spaces: list[Space], keep_fds: set[int], image_path: str = "",
+                 victims: list[int] | None = None) -> int:
     """Fork the server (detached, in its own session); returns its PID. The caller closes its
     own copies of the userfaultfds afterwards."""
     pid = os.fork()
@@ -170,6 +196,12 @@ def start_server(pages_addr: int, spaces: list[Space], keep_fds: set[int]) -> in
                     pass
         if os.fork():  # the server proper is a grandchild: nobody waits on us
             os._exit(0)
-        Server(pages_addr, spaces).run()
+        verifier = _verify_in_background(image_path, victims or []) if image_path else None
+        server = Server(pages_addr, spaces)
+        server.run()
+        for fd in list(server.spaces):  # every page is in: let the kernel handle faults again
+            os.close(fd)
+        if verifier is not None:
+            verifier.join()
     finally:
         os._exit(0)

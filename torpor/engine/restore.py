@@ -356,7 +356,8 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         raise ImageError(f"image {image_path}: schema version {tree.schema_version} is newer "
                          f"than this torpor's ({SCHEMA_VERSION})")
     cpu.check_cpu(tree.xfeatures, tree.xstate_size)
-    reader.verify_pages()
+    if not lazy:
+        reader.verify_pages()  # a lazy restore verifies them in its page server instead
     root = tree.processes[0]
     if root.zombie:
         raise ImageError(f"image {image_path}: the root process is a zombie")
@@ -438,7 +439,8 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
             if pt.stop_event(status) == pt.EVENT_STOP:
                 break
             pt.cont(child, os.WSTOPSIG(status))
-        warnings = _build_tree(tree, plan, child, built, pages_view, lx.addr(pages_map), lazy)
+        warnings = _build_tree(tree, plan, child, built, pages_view, lx.addr(pages_map), lazy,
+                               image_path)
         return RestoreResult(child, sum(len(p.threads) for p in tree.processes),
                              time.monotonic() - t0, warnings)
     except BaseException:
@@ -554,7 +556,8 @@ TRACE_OPTIONS = (pt.O_EXITKILL | pt.O_TRACECLONE | pt.O_TRACEFORK | pt.O_TRACEVF
 
 
 def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Built],
-                pages_view: memoryview, pages_addr: int, lazy: bool = False) -> list[str]:
+                pages_view: memoryview, pages_addr: int, lazy: bool = False,
+                image_path: str = "") -> list[str]:
     warnings: list[str] = []
     root = tree.processes[0]
     mem_fd = os.open(f"/proc/{root_host}/mem", os.O_RDWR | os.O_CLOEXEC)
@@ -631,7 +634,8 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
 
         spaces = [b.space for b in built.values() if b.space is not None]
         try:
-            server = lazy_pages.start_server(pages_addr, spaces, set())
+            server = lazy_pages.start_server(pages_addr, spaces, set(), image_path=image_path,
+                                             victims=[b.host for b in built.values()])
             os.waitpid(server, 0)
         finally:
             for sp in spaces:

@@ -24,7 +24,7 @@ NR = {
     "munmap": 11, "brk": 12, "rt_sigaction": 13, "rt_sigprocmask": 14, "ioctl": 16,
     "pread64": 17, "pwrite64": 18, "madvise": 28, "mremap": 25, "dup": 32, "dup2": 33,
     "getitimer": 36, "setitimer": 38, "getpid": 39, "socket": 41, "clone": 56, "fork": 57,
-    "exit": 60, "wait4": 61, "kill": 62, "fcntl": 72, "getcwd": 79, "chdir": 80, "fchdir": 81,
+    "exit": 60, "wait4": 61, "kill": 62, "fcntl": 72, "flock": 73, "getcwd": 79, "chdir": 80, "fchdir": 81,
     "umask": 95, "ptrace": 101, "setuid": 105, "setgid": 106, "setpgid": 109, "getppid": 110,
     "setsid": 112, "setgroups": 116, "setresuid": 117, "setresgid": 119, "getpgid": 121,
     "setfsuid": 122, "setfsgid": 123, "getsid": 124, "capget": 125, "capset": 126,
