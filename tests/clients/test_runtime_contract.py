@@ -307,3 +307,48 @@ def test_failed_checkpoint_is_in_dump_log_and_json_log(rt, launcher, tmp_path):
         assert "missing" in f.read()
     assert not os.path.exists(os.path.join(work, "stats-dump"))
     assert log_lines(log)[-1]["level"] == "error"
+
+
+def test_restore_into_fresh_rootfs_with_created_mount_point(rt, bundle, rootfs, launcher,
+                                                            tmp_path):
+    """containerd restores into a new snapshot of the image: the mount point the runtime made
+    in the first rootfs (/out) is not there yet; that is not a changed rootfs."""
+    call = Caller(launcher, str(tmp_path))
+    first, fresh = str(tmp_path / "rootfs1"), str(tmp_path / "rootfs2")
+    shutil.copytree(rootfs, first, symlinks=True)
+    shutil.copytree(rootfs, fresh, symlinks=True)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def edit_for(root):
+        def edit(s):
+            s["root"] = {"path": root, "readonly": False}
+            s["mounts"].append({"destination": "/out", "type": "bind", "source": str(out),
+                                "options": ["rbind", "rw"]})
+        return edit
+
+    cid, cid2 = rt.id(), rt.id()
+    b = bundle(["sh", "-c", COUNT], edit=edit_for(first))
+    G = ["--root", rt.root, "--log", f"{b}/log.json", "--log-format", "json"]
+    create = call(*G, "create", "--bundle", b, "--pid-file", f"{b}/init.pid", cid)
+    call(*G, "start", cid)
+    rt.pids.add(int(open(f"{b}/init.pid").read()))
+    wait_numbers(create.out_path, 2)
+    assert os.path.isdir(os.path.join(first, "out"))
+    image = str(tmp_path / "img")
+    call(*G, "checkpoint", "--image-path", image, "--work-path", str(tmp_path / "w"), cid)
+    call(*G, "delete", cid)
+    b2 = bundle(["sh", "-c", COUNT], edit=edit_for(fresh))
+    call(*G, "restore", "--image-path", image, "--detach", "--pid-file", f"{b2}/init.pid",
+         "-no-subreaper", "--bundle", b2, cid2)
+    rt.pids.add(int(open(f"{b2}/init.pid").read()))
+    assert json.loads(call(*G, "state", cid2).stdout)["status"] == "running"
+    # a really changed rootfs is still refused
+    cid3 = rt.id()
+    call(*G, "checkpoint", "--image-path", str(tmp_path / "img2"), "--leave-running", cid2)
+    with open(os.path.join(fresh, "bin", "new-tool"), "w") as f:
+        f.write("x")
+    b3 = bundle(["sh", "-c", COUNT], edit=edit_for(fresh))
+    p = call(*G, "restore", "--image-path", str(tmp_path / "img2"), "--detach", "--pid-file",
+             f"{b3}/init.pid", "--bundle", b3, cid3, check=False)
+    assert p.returncode == 1 and "bin changed" in p.stderr, p.stderr

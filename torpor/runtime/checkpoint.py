@@ -154,7 +154,9 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
         rootfs = c.rec.rootfs or c.config.root_path
         meta = {META_KEY: {
             "version": 1, "id": cid, "config": raw, "bundle": c.rec.bundle, "rootfs": rootfs,
-            "rootfs_identity": tmpfs_state.rootfs_identity(rootfs),
+            "rootfs_identity": tmpfs_state.rootfs_identity(
+                rootfs, tmpfs_state.mount_destinations(raw)),
+            "rootfs_identity_mounts": tmpfs_state.mount_destinations(raw),
             "embedded": bool(c.rec.embedded), "terminal": terminal,
             "namespaces": sorted(new_ns), "created": c.rec.created,
             "annotations": c.rec.annotations or {},
@@ -348,8 +350,9 @@ def restore_container(root: str, cid: str, image_path: str, *, bundle: str | Non
     if pid_ns is None or pid_ns.path:
         raise C.ConfigError("restore needs a new PID namespace (linux.namespaces: pid "
                             "without a path)")
-    changed = tmpfs_state.compare_identity(info.meta.get("rootfs_identity") or {},
-                                           tmpfs_state.rootfs_identity(cfg.root_path))
+    changed = tmpfs_state.compare_identity(  # mount points as left out at checkpoint
+        info.meta.get("rootfs_identity") or {},
+        tmpfs_state.rootfs_identity(cfg.root_path, info.meta.get("rootfs_identity_mounts") or ()))
     if changed:
         raise TorporError(f"cannot restore: the root filesystem {cfg.root_path} is not the one "
                           f"the image was made with ({', '.join(changed)} changed)")

@@ -92,13 +92,33 @@ def extract(dest: str, data: bytes) -> None:
 # ------------------------------------------------------------------------ rootfs identity
 
 
-def rootfs_identity(path: str) -> dict[str, str]:
-    """{dir: digest} over names, types, sizes, mtimes (regular files), link targets."""
+def mount_destinations(raw_config: dict) -> list[str]:
+    """The mount points of config.json: the runtime creates the missing ones in the rootfs, so
+    they are left out of its identity (a fresh rootfs, as containerd gives to restore, lacks
+    them until the container is set up)."""
+    return sorted({os.path.normpath("/" + str(m.get("destination") or "").lstrip("/"))
+                   for m in raw_config.get("mounts") or [] if m.get("destination")})
+
+
+def _skipped(d: str, mounts) -> set[str]:
+    prefix = d + "/" if d else ""
+    out = set()
+    for dest in mounts:
+        rel = dest.strip("/")
+        if rel.startswith(prefix) and len(rel) > len(prefix):
+            out.add(rel[len(prefix):].split("/")[0])
+    return out
+
+
+def rootfs_identity(path: str, mounts=()) -> dict[str, str]:
+    """{dir: digest} over names, types, sizes, mtimes (regular files), link targets; the
+    entries leading to a mount point in `mounts` (mount_destinations) are not counted."""
     out = {}
     for d in ID_DIRS:
         top = os.path.join(path, d) if d else path
         try:
-            names = sorted(os.listdir(top))
+            skip = _skipped(d, mounts)
+            names = sorted(n for n in os.listdir(top) if n not in skip)
         except OSError:
             continue
         h = hashlib.sha256()
