@@ -121,6 +121,31 @@ class Itimer(Rec, array_like=True):
     value_us: int
 
 
+class PosixTimer(Rec):
+    """A timer_create() timer: /proc/PID/timers and timer_gettime (relative remaining time)."""
+
+    id: int
+    clock: int
+    signo: int
+    notify: int  # sigev_notify as the kernel holds it (SIGEV_THREAD_ID = 4 with a tid)
+    value: int = 0  # sigev_value (sival_ptr / sival_int)
+    tid: int = 0  # SIGEV_THREAD_ID target, in the process's PID namespace
+    interval_ns: int = 0
+    value_ns: int = 0  # time to the next expiry; 0 = disarmed
+    overrun: int = 0  # informational: overruns cannot be set back
+
+
+class FileLock(Rec):
+    """A file lock held through fd `fd`: kind flock | posix | ofd; type read | write;
+    byte range [start, end] (end -1 = to EOF)."""
+
+    kind: str
+    fd: int
+    type: str
+    start: int = 0
+    end: int = -1
+
+
 class OpenFile(Rec, tag="reg"):
     """A regular file (or device node) opened by path."""
 
@@ -323,6 +348,8 @@ class Process(Rec):
     dumpable: int = 1
     child_subreaper: bool = False
     itimers: list[Itimer] = []
+    posix_timers: list[PosixTimer] = []
+    file_locks: list[FileLock] = []
     thp_disabled: bool = False
     exit_signal: int = 17
     zombie: bool = False
