@@ -352,3 +352,44 @@ def test_restore_into_fresh_rootfs_with_created_mount_point(rt, bundle, rootfs, 
     p = call(*G, "restore", "--image-path", str(tmp_path / "img2"), "--detach", "--pid-file",
              f"{b3}/init.pid", "--bundle", b3, cid3, check=False)
     assert p.returncode == 1 and "bin changed" in p.stderr, p.stderr
+
+
+def test_podman_seccomp_leave_running_and_image_path_reused(rt, bundle, launcher, tmp_path):
+    """Podman applies a seccomp profile, checkpoints --leave-running, and checkpoints again
+    into the same <userdata>/checkpoint (also after a failed attempt left an INCOMPLETE
+    image there): both work; a directory with other files is still refused."""
+    from containers.test_seccomp import DENY
+
+    call = Caller(launcher, str(tmp_path))
+    cid = rt.id()
+    b = bundle(["sh", "-c", COUNT], edit=lambda s: s["linux"].__setitem__("seccomp", DENY))
+    R = ["--root", rt.root]
+    create = call(*R, "create", "--bundle", b, "--pid-file", f"{b}/pidfile", cid)
+    call(*R, "start", cid)
+    rt.pids.add(int(open(f"{b}/pidfile").read()))
+    wait_numbers(create.out_path, 3)
+    image = f"{b}/checkpoint"
+    for _ in range(2):
+        call(*R, "checkpoint", "--image-path", image, "--work-path", b, "--leave-running",
+             "--leave-running", cid)
+        _check_work_files(image, b)
+        assert json.loads(call(*R, "state", cid).stdout)["status"] == "running"
+    with open(os.path.join(image, "INCOMPLETE"), "w") as f:  # as an aborted checkpoint
+        f.write("x")
+    os.unlink(os.path.join(image, "manifest.json"))
+    call(*R, "checkpoint", "--image-path", image, "--work-path", b, cid)  # stops it
+    assert not os.path.exists(os.path.join(image, "INCOMPLETE"))
+    assert not [n for n in os.listdir(b) if n.startswith(".torpor-new-")]
+    restored = call(*R, "restore", "--bundle", b, "--pid-file", f"{b}/pidfile", "--detach",
+                    "--image-path", image, "--work-path", b, cid)
+    pid = int(open(f"{b}/pidfile").read())
+    rt.pids.add(pid)
+    wait_numbers(restored.out_path, 2)
+    with open(f"/proc/{pid}/status") as f:
+        assert "Seccomp:\t2" in f.read()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    p = call(*R, "checkpoint", "--image-path", str(other), "--leave-running", cid, check=False)
+    assert p.returncode == 1 and "not empty" in p.stderr
+    assert (other / "notes.txt").read_text() == "mine"

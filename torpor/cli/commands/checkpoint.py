@@ -22,6 +22,26 @@ def _parser() -> Parser:
     return p
 
 
+def _earlier_image(path: str) -> bool:
+    """Podman checkpoints a container again into the same `<userdata>/checkpoint` (CRIU
+    overwrites its files there), also after a failed attempt: a directory holding nothing but
+    an earlier torpor image (complete, or marked INCOMPLETE) is replaced. Anything else in a
+    non-empty image path is still refused (an image path is used once)."""
+    import os
+
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    if not {"manifest.json", "INCOMPLETE"} & set(names):
+        return False
+    for name in names:
+        p = os.path.join(path, name)
+        if os.path.islink(p) or not os.path.isfile(p):
+            return False
+    return True
+
+
 def main(argv: list[str], g) -> int:
     if argv and argv[0] in ("create", "ls", "rm"):
         from torpor.cli.commands import checkpoint_named
@@ -36,7 +56,8 @@ def main(argv: list[str], g) -> int:
         from torpor.engine.dump import checkpoint
 
         res = checkpoint(args.pid, args.image_path, leave_running=args.leave_running,
-                         compress=None if args.compress == "none" else args.compress)
+                         compress=None if args.compress == "none" else args.compress,
+                         file_locks=args.file_locks)
         if g.debug:
             print(f"checkpointed {res.pid}: {res.threads} threads, frozen {res.frozen_seconds * 1000:.1f} ms")
         return 0
@@ -44,18 +65,34 @@ def main(argv: list[str], g) -> int:
         from torpor.errors import TorporError
 
         raise TorporError("checkpoint: give a container ID or --pid PID")
+    import os
+    import shutil
+    import tempfile
+
     from torpor.runtime import checkpoint as rt_checkpoint
 
+    target = args.image_path
+    if _earlier_image(args.image_path):  # written next to it, swapped in once complete
+        target = tempfile.mkdtemp(prefix=".torpor-new-",
+                                  dir=os.path.dirname(os.path.abspath(args.image_path)))
     try:
-        res = rt_checkpoint.checkpoint_container(g.root, args.container_id, args.image_path,
+        res = rt_checkpoint.checkpoint_container(g.root, args.container_id, target,
                                                  leave_running=args.leave_running,
                                                  work_path=args.work_path)
     except Exception as err:
+        if target != args.image_path:
+            shutil.rmtree(target, ignore_errors=True)
         if args.work_path:  # the clients point at the dump log in their error messages
             from torpor.runtime.criu_files import write_dump_work
 
             write_dump_work(args.work_path, error=str(err) or type(err).__name__)
         raise
+    if target != args.image_path:
+        for name in os.listdir(args.image_path):
+            os.unlink(os.path.join(args.image_path, name))
+        for name in os.listdir(target):
+            os.rename(os.path.join(target, name), os.path.join(args.image_path, name))
+        os.rmdir(target)
     if args.work_path:  # dump.log and CRIU's stats-dump (Podman's --print-stats / --export)
         from torpor.runtime.criu_files import write_dump_work
 
