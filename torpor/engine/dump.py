@@ -53,6 +53,7 @@ class DumpContext:
     keep_sharing: bool = False  # --leave-running: do not unshare copy-on-write pages
     snapshot: bool = False  # --leave-running: read memory from a forked snapshot, unfrozen
     snapshots: dict = field(default_factory=dict)  # host pid -> snapshot pid
+    file_locks: bool = False  # --file-locks: save held file locks (else refuse them)
     _bufs: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -312,6 +313,7 @@ def checkpoint_tree(
     on_frozen: Callable[[ImageWriter], None] | None = None,
     external: Callable[[int, int, str], str | None] | None = None,
     compress: str | None = None,
+    file_locks: bool = False,
 ) -> CheckpointResult:
     """Checkpoint root_pid and all its descendants into a new image at image_path.
 
@@ -337,7 +339,7 @@ def checkpoint_tree(
         # a tree frozen before the checkpoint (a paused container) stays frozen: no snapshot
         # (it could not even die in a frozen cgroup), its memory is read as it stands
         ctx = DumpContext(writer, external=external, tree_mode=True, keep_sharing=leave_running,
-                          snapshot=leave_running and not tree.was_frozen)
+                          snapshot=leave_running and not tree.was_frozen, file_locks=file_locks)
         vpid_of = {p: _ns_ids(p)[0] for p in tree.order}
         procs: list[Process] = []
         for p in tree.order:
@@ -408,7 +410,8 @@ def _kcmp(pid1: int, pid2: int, kind: int) -> bool:
 
 
 def checkpoint(pid: int, image_path: str, leave_running: bool = False,
-               meta: dict | None = None, compress: str | None = None) -> CheckpointResult:
+               meta: dict | None = None, compress: str | None = None,
+               file_locks: bool = False) -> CheckpointResult:
     """Checkpoint a host process and its descendants."""
     return checkpoint_tree(pid, image_path, leave_running=leave_running, meta=meta,
-                           compress=compress)
+                           compress=compress, file_locks=file_locks)

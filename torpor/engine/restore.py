@@ -618,6 +618,9 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
             continue
         if proc.files_shared_with < 0:
             b.inj.call("close_range", plan.base, 0xFFFFFFFF, 0)
+        for res in process_resources():  # e.g. POSIX locks: closing any fd of a file drops them
+            if hasattr(res, "restore_late"):
+                warnings += res.restore_late(b, b.inj, s) or []
         b.inj.call("munmap", s, scratch_size)
     # everything is in place: registers last, then let go (leaves first)
     for proc in reversed(tree.processes):

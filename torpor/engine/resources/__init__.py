@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 
 # module names under torpor.engine.resources, imported when a checkpoint or restore runs
-PROCESS_RESOURCE_MODULES: list[str] = ["posix_timers"]
+PROCESS_RESOURCE_MODULES: list[str] = ["posix_timers", "file_locks"]
 
 
 def process_resources() -> list:
