@@ -135,7 +135,7 @@ def _save_ipc(pid: int, raw: dict, cid: str) -> dict | None:
 
 
 def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running: bool = False,
-                         work_path: str | None = None):
+                         work_path: str | None = None, file_locks: bool = False):
     """Checkpoint container cid into a new image at image_path; returns the engine's result."""
     from torpor.engine.dump import checkpoint_tree
     from torpor.runtime import criu_files, nsstate, tmpfs_state
@@ -205,7 +205,7 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
         try:
             res = checkpoint_tree(init, image_path, leave_running=leave_running,
                                   freezer=c.freezer_path or None, meta=meta,
-                                  on_frozen=on_frozen, external=external)
+                                  on_frozen=on_frozen, external=external, file_locks=file_locks)
         finally:
             if pre_frozen:
                 c.cgroup.thaw()

@@ -78,7 +78,8 @@ def main(argv: list[str], g) -> int:
     try:
         res = rt_checkpoint.checkpoint_container(g.root, args.container_id, target,
                                                  leave_running=args.leave_running,
-                                                 work_path=args.work_path)
+                                                 work_path=args.work_path,
+                                                 file_locks=args.file_locks)
     except Exception as err:
         if target != args.image_path:
             shutil.rmtree(target, ignore_errors=True)

@@ -8,6 +8,10 @@ timers, file locks, seccomp filters, ...) register a module in PROCESS_RESOURCES
     restore(rt, inj, scratch) -> list[str]     recreate them inside the rebuilt process; runs
                                                after memory, signal handlers and threads exist,
                                                before credentials drop; returns warnings
+    restore_late(rt, inj, scratch) -> list[str]
+                                               optional: runs once the helper fds are closed
+                                               in the process (POSIX locks: closing any fd of
+                                               a file drops them), credentials already set
 
 `rt` is a ProcessRestore (engine/restore.py): rt.proc is the saved Process, rt.host its PID,
 rt.threads maps saved tid -> Injector of that thread, rt.file_fd(file_id) the helper fd of a
