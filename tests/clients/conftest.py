@@ -20,13 +20,14 @@ from runtime.conftest import REPO, bundle, rootfs, rt  # noqa: F401 - fixtures
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
-def write_launcher(path: str, log: str | None = None) -> str:
+def write_launcher(path: str, log: str | None = None, env: dict | None = None) -> str:
     """A stable executable for the clients: execs `python3 -m torpor "$@"` from this checkout
     (or .venv/bin/torpor's interpreter when `make setup` made one). With `log`, every argv
     line is appended there (what the client really passed)."""
     venv_py = os.path.join(REPO, ".venv", "bin", "python")
     py = venv_py if os.access(venv_py, os.X_OK) else shutil.which("python3") or "python3"
     lines = ["#!/bin/sh", f"export PYTHONPATH={REPO}"]
+    lines += [f"export {k}={v}" for k, v in (env or {}).items()]
     if log:
         lines.append(f'printf "%s\\n" "$*" >> {log}')
     lines.append(f'exec {py} -m torpor "$@"')
