@@ -314,9 +314,23 @@ class InetSocket(Rec, tag="inet"):
     options: list[SockOpt] = []  # options that differ from a fresh socket's
 
 
+class PtyFile(Rec, tag="pty"):
+    """One end of a pseudo-terminal pair: the master (/dev/ptmx) or a slave (/dev/pts/N);
+    `index` is N at checkpoint time (a restored pair may get another number)."""
+
+    id: int
+    flags: int
+    master: bool
+    index: int
+    path: str = ""
+    termios: bytes = b""  # struct termios (TCGETS), saved with the master
+    winsize: bytes = b""  # struct winsize (TIOCGWINSZ)
+    locked: bool = False  # TIOCGPTLCK: slave still locked (unlockpt not called)
+
+
 FileDesc = (OpenFile | PipeFile | ExternalFile | FifoFile | EventFdFile | EpollFile | SignalFdFile
             | TimerFdFile | InotifyFile | MemfdFile | UnixSocket
-            | InetSocket)  # a tagged union: one member per kind of file
+            | InetSocket | PtyFile)  # a tagged union: one member per kind of file
 
 
 class Fd(Rec, array_like=True):

@@ -22,6 +22,7 @@ from torpor.engine.resources.files import (
     inotify,
     memfd,
     pipe,
+    pty,
     regular,
     signalfd,
     sockopt,
@@ -38,6 +39,7 @@ KINDS = [regular, pipe]
 KINDS[:0] = [memfd]  # before regular: a memfd's link is a path too
 KINDS += [fifo, eventfd, epoll, signalfd, timerfd, inotify]
 KINDS += [unix, inet]  # sockets: told apart by sockopt.note_families(pid) in scan()
+KINDS += [pty]  # /dev/ptmx masters and /dev/pts/N slaves
 O_CLOEXEC = 0o2000000
 KCMP_FILE = 0
 
