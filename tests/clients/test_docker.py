@@ -160,9 +160,8 @@ def test_leave_running_then_restore(docker):
         cid = docker("inspect", "-f", "{{.Id}}", "lr").stdout.strip()
         with open(f"{CG}/freezer/docker/{cid}/freezer.state", "w") as f:
             f.write("THAWED")  # lets the engine's SIGKILLed snapshots die: it then finishes
-        pytest.xfail("engine: checkpoint --leave-running of a paused container hangs: "
-                     "freeze.release() re-freezes the cgroup, then drop_snapshots() waits for "
-                     "a SIGKILLed snapshot that cannot die while frozen")
+        pytest.fail("checkpoint --leave-running of the paused container hung (engine: a "
+                    "snapshot cannot die in a frozen cgroup)")
     at = numbers(docker.logs("lr"))[-1]
     assert docker.status("lr") == "running"
     docker.wait_numbers("lr", at + 3)  # goes on
@@ -192,11 +191,9 @@ def test_tty_container(docker):
     docker("rm", "-f", "tt")
 
 
-@pytest.mark.xfail(reason="engine: Docker's default seccomp profile answers clone3 with ENOSYS "
-                   "and the engine's restore injects clone3 through the already-installed "
-                   "filter (needs PTRACE_O_SUSPEND_SECCOMP in engine/restore.py TRACE_OPTIONS)",
-                   strict=False)
 def test_default_seccomp_profile(docker):
+    """No --security-opt: Docker's default profile (it answers clone3 with ENOSYS; the engine
+    traces with PTRACE_O_SUSPEND_SECCOMP) is saved and back after the restore."""
     docker.names.append("sc")
     docker("run", "--runtime", "torpor", "--name", "sc", "-d", "busybox", "/bin/sh", "-c", SEED)
     docker.wait_numbers("sc", 2)
@@ -206,3 +203,7 @@ def test_default_seccomp_profile(docker):
     docker("start", "--checkpoint", "c1", "sc")
     after = docker.wait_numbers("sc", len(before) + 2)
     _continuous(after)
+    pid = docker("inspect", "-f", "{{.State.Pid}}", "sc").stdout.strip()
+    with open(f"/proc/{pid}/status") as f:
+        assert "Seccomp:\t2" in f.read()
+    docker("rm", "-f", "sc")
