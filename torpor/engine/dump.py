@@ -20,7 +20,15 @@ from torpor.engine.linux import ptrace as pt
 from torpor.engine.linux import sys as lx
 from torpor.engine.linux.cpu import xcr0
 from torpor.engine.linux.procfs import read_auxv, read_comm, read_maps, read_stat, read_status
-from torpor.engine.resources import cpu, files, memory, process_resources, signals, task
+from torpor.engine.resources import (
+    cpu,
+    files,
+    memory,
+    process_resources,
+    signals,
+    task,
+    tracking,
+)
 from torpor.image.schema import (
     SCHEMA_VERSION,
     MappedFile,
@@ -33,6 +41,34 @@ from torpor.image.schema import (
 from torpor.image.store import ImageWriter
 
 SEEK_DATA, SEEK_HOLE = 3, 4
+
+
+@dataclass
+class Tracking:
+    """Incremental checkpoint state: whether to arm write tracking, the trackers found in the
+    processes, and the pages of the parent image by process (vpid)."""
+
+    arm: bool = False
+    parent_path: str = ""
+    trackers: dict = field(default_factory=dict)  # host pid -> tracker fd in it
+    new_trackers: dict = field(default_factory=dict)
+    parent_pages: dict = field(default_factory=dict)  # vpid -> [(vaddr, npages, offset, file)]
+    vpid: dict = field(default_factory=dict)  # host pid -> vpid
+    injector: object = None
+
+
+def load_parent(parent_path: str) -> dict:
+    """Stored pages of a parent image by vpid, each run naming the image that holds it."""
+    from torpor.image.store import ImageReader
+
+    parent_path = os.path.abspath(parent_path)
+    with ImageReader(parent_path) as reader:
+        parent = reader.record("tree", TreeImage)
+    out = {}
+    for p in parent.processes:
+        out[p.pid] = sorted((r.vaddr, r.npages, r.offset, parent_path if r.file == "pages" else r.file)
+                            for v in p.vmas for r in v.pages)
+    return out
 
 
 @dataclass
@@ -54,6 +90,8 @@ class DumpContext:
     snapshot: bool = False  # --leave-running: read memory from a forked snapshot, unfrozen
     snapshots: dict = field(default_factory=dict)  # host pid -> snapshot pid
     file_locks: bool = False  # --file-locks: save held file locks (else refuse them)
+    tracking: Tracking | None = None  # --track-mem / --parent-path
+    dirty: dict = field(default_factory=dict)  # host pid -> {area start: written ranges}
     _bufs: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -243,6 +281,9 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
             for inj, th in zip(injectors, threads, strict=True):
                 th.altstack_sp, th.altstack_flags, th.altstack_size = signals.dump_altstack(inj, s)
                 th.clear_child_tid = task.prctl_get_into(inj, s, lx.PR_GET_TID_ADDRESS)
+            if ctx.tracking is not None and ctx.tracking.arm and pid not in ctx.tracking.trackers:
+                ctx.tracking.injector = leader
+                ctx.tracking.new_trackers[pid] = tracking.start(leader, pid, tracking.areas_of_maps(maps))
             if ctx.snapshot and not any("dc" in e.vmflags or "wf" in e.vmflags for e in maps):
                 snap = _fork_snapshot(leader, s)
                 if snap:
@@ -314,6 +355,8 @@ def checkpoint_tree(
     external: Callable[[int, int, str], str | None] | None = None,
     compress: str | None = None,
     file_locks: bool = False,
+    track_mem: bool = False,
+    parent_path: str | None = None,
 ) -> CheckpointResult:
     """Checkpoint root_pid and all its descendants into a new image at image_path.
 
@@ -341,6 +384,15 @@ def checkpoint_tree(
         ctx = DumpContext(writer, external=external, tree_mode=True, keep_sharing=leave_running,
                           snapshot=leave_running and not tree.was_frozen, file_locks=file_locks)
         vpid_of = {p: _ns_ids(p)[0] for p in tree.order}
+        if track_mem or parent_path:
+            ctx.tracking = Tracking(arm=track_mem, vpid=vpid_of)
+            for p in live:
+                fd = tracking.find_tracker(p)
+                if fd is not None:
+                    ctx.tracking.trackers[p] = fd
+            if parent_path:
+                ctx.tracking.parent_path = os.path.abspath(parent_path)
+                ctx.tracking.parent_pages = load_parent(parent_path)
         procs: list[Process] = []
         for p in tree.order:
             if p in tree.zombies:
@@ -375,8 +427,11 @@ def checkpoint_tree(
         writer.put_record("tree", image)
         if on_frozen is not None:
             on_frozen(writer)
+        extra_meta = {}
+        if parent_path:
+            extra_meta["parent"] = os.path.abspath(parent_path)
         writer.commit({"kind": "process-tree", "root_pid": root_pid, "xfeatures": image.xfeatures,
-                       **(meta or {})})
+                       **extra_meta, **(meta or {})})
     except BaseException:
         try:
             writer.abort()
@@ -411,7 +466,9 @@ def _kcmp(pid1: int, pid2: int, kind: int) -> bool:
 
 def checkpoint(pid: int, image_path: str, leave_running: bool = False,
                meta: dict | None = None, compress: str | None = None,
-               file_locks: bool = False) -> CheckpointResult:
+               file_locks: bool = False, track_mem: bool = False,
+               parent_path: str | None = None) -> CheckpointResult:
     """Checkpoint a host process and its descendants."""
     return checkpoint_tree(pid, image_path, leave_running=leave_running, meta=meta,
-                           compress=compress, file_locks=file_locks)
+                           compress=compress, file_locks=file_locks, track_mem=track_mem,
+                           parent_path=parent_path)

@@ -54,6 +54,7 @@ class TaskRestore:
     file_fds: dict[int, int] = field(default_factory=dict)  # MappedFile id -> fd in the task
     pages_view: memoryview | None = None
     pages_addr: int = 0
+    sources: dict = field(default_factory=dict)  # page file -> (view, address) in the restorer
 
 
 @dataclass
@@ -372,6 +373,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
     pages_fd, size, own_pages_fd = _page_source(reader)
     pages_map = mmap.mmap(pages_fd, size, flags=mmap.MAP_PRIVATE) if size else mmap.mmap(-1, mmap.PAGESIZE)
     pages_view = memoryview(pages_map)
+    parents = _ParentImages(tree, verify=not lazy)
     plan = Plan(tree)
     opener = FileOpener(tree, pages_view, inherit_fds or {})
     built: dict[int, Built] = {}
@@ -439,7 +441,9 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
             if pt.stop_event(status) == pt.EVENT_STOP:
                 break
             pt.cont(child, os.WSTOPSIG(status))
-        warnings = _build_tree(tree, plan, child, built, pages_view, lx.addr(pages_map), lazy,
+        sources = {"pages": (pages_view, lx.addr(pages_map))}
+        sources.update(parents.sources)
+        warnings = _build_tree(tree, plan, child, built, sources, lazy,
                                image_path)
         return RestoreResult(child, sum(len(p.threads) for p in tree.processes),
                              time.monotonic() - t0, warnings)
@@ -467,6 +471,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
             pages_map.close()
         except BufferError:
             pass
+        parents.close()
         if own_pages_fd:
             os.close(pages_fd)
         reader.close()
@@ -490,6 +495,48 @@ def _reap_tracees(deadline: float) -> None:
             return
         if pid == 0:
             time.sleep(0.001)
+
+
+class _ParentImages:
+    """Page files of the images an incremental image points at (PageRun.file is their
+    path), verified and mapped like the image's own."""
+
+    def __init__(self, tree: TreeImage, verify: bool) -> None:
+        self.sources: dict = {}
+        self._keep: list = []
+        wanted = {r.file for p in tree.processes for v in p.vmas for r in v.pages} - {"pages"}
+        try:
+            for path in sorted(wanted):
+                try:
+                    reader = ImageReader(path)
+                except ImageError as err:
+                    raise ImageError(f"parent image needed by this incremental image: {err}") from None
+                self._keep.append(reader)
+                if verify:
+                    reader.verify_pages()
+                fd, size, own = _page_source(reader)
+                m = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE) if size else mmap.mmap(-1, mmap.PAGESIZE)
+                view = memoryview(m)
+                self._keep.append((m, view, fd if own else -1))
+                self.sources[path] = (view, lx.addr(m))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for item in self._keep:
+            if isinstance(item, tuple):
+                m, view, fd = item
+                view.release()
+                try:
+                    m.close()
+                except BufferError:
+                    pass
+                if fd >= 0:
+                    os.close(fd)
+            else:
+                item.close()
+        self._keep.clear()
 
 
 def _page_source(reader: ImageReader) -> tuple[int, int, bool]:
@@ -556,7 +603,7 @@ TRACE_OPTIONS = (pt.O_EXITKILL | pt.O_TRACECLONE | pt.O_TRACEFORK | pt.O_TRACEVF
 
 
 def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Built],
-                pages_view: memoryview, pages_addr: int, lazy: bool = False,
+                sources: dict, lazy: bool = False,
                 image_path: str = "") -> list[str]:
     warnings: list[str] = []
     root = tree.processes[0]
@@ -610,7 +657,7 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
         if b is None:
             continue
         b.lazy = lazy
-        warnings += _restore_process_state(b, plan, s, pages_view, pages_addr, lastcap)
+        warnings += _restore_process_state(b, plan, s, sources, lastcap)
     # helper fds and scratch go only now: a process sharing its parent's fd table needed them
     for proc in tree.processes:
         b = built.get(proc.pid)
@@ -637,7 +684,7 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
 
         spaces = [b.space for b in built.values() if b.space is not None]
         try:
-            server = lazy_pages.start_server(pages_addr, spaces, set(), image_path=image_path,
+            server = lazy_pages.start_server(0, spaces, set(), image_path=image_path,
                                              victims=[b.host for b in built.values()])
             os.waitpid(server, 0)
         finally:
@@ -840,7 +887,7 @@ def _rebuild_memory(b: Built, plan: Plan, s: int, scratch_size: int,
     inj.call("prctl", lx.PR_SET_MM, lx.PR_SET_MM_MAP, s, len(mm_map), 0)
 
 
-def _register_lazy(b: Built, vmas: list, pages_addr: int) -> object:
+def _register_lazy(b: Built, vmas: list, sources: dict) -> object:
     """A userfaultfd made inside the process (so it belongs to its address space), copied out
     with pidfd_getfd, the areas registered for missing-page faults."""
     from torpor.engine.lazy import Space
@@ -858,7 +905,9 @@ def _register_lazy(b: Built, vmas: list, pages_addr: int) -> object:
         runs = []
         for v in vmas:
             uffd.register(fd, v.start, v.end - v.start)
-            runs.extend([r.vaddr, r.npages * lx.PAGE_SIZE, r.offset] for r in v.pages)
+            # absolute source addresses: pages may come from parent images' files
+            runs.extend([r.vaddr, r.npages * lx.PAGE_SIZE, sources[r.file][1] + r.offset]
+                        for r in v.pages)
     except BaseException:
         os.close(fd)
         raise
@@ -871,23 +920,23 @@ def _register_lazy(b: Built, vmas: list, pages_addr: int) -> object:
                 i = space.find(page)
                 got = space.take(i, page, page + lx.PAGE_SIZE) if i >= 0 else None
                 if got:
-                    uffd.copy(fd, got[0], pages_addr + got[2], got[1])
+                    uffd.copy(fd, got[0], got[2], got[1])
     return space
 
 
-def _restore_process_state(b: Built, plan: Plan, s: int, pages_view: memoryview, pages_addr: int,
+def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
                            lastcap: int) -> list[str]:
     """Areas and pages, signals, timers, limits, threads, credentials, then close helpers."""
     proc, inj, host = b.proc, b.inj, b.host
     t = TaskRestore(pid=host, proc=proc, inj=inj, mem_fd=b.mem_fd,
                     file_fds={fid: plan.mapped(fid) for fid in {v.file_id for v in proc.vmas if v.file_id >= 0}},
-                    pages_view=pages_view, pages_addr=pages_addr)
+                    sources=sources)
     memory.restore_areas(t, proc.vmas)
     if b.lazy:
         lazy_vmas = [v for v in proc.vmas if v.kind == "anon" and not v.shared and v.pages]
         memory.restore_pages(t, [v for v in proc.vmas if v not in lazy_vmas])
         if lazy_vmas:
-            b.space = _register_lazy(b, lazy_vmas, pages_addr)
+            b.space = _register_lazy(b, lazy_vmas, sources)
     else:
         memory.restore_pages(t, proc.vmas)
     warnings: list[str] = []

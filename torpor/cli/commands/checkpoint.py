@@ -17,6 +17,10 @@ def _parser() -> Parser:
     p.add_argument("--tcp-established", action="store_true", help="accepted for runc compatibility")
     p.add_argument("--ext-unix-sk", action="store_true", help="accepted for runc compatibility")
     p.add_argument("--shell-job", action="store_true", help="accepted for runc compatibility")
+    p.add_argument("--parent-path", help="incremental: store only pages written since this image "
+                   "(taken with --track-mem); the others are read from it on restore")
+    p.add_argument("--track-mem", action="store_true",
+                   help="keep tracking written pages after a --leave-running checkpoint")
     p.add_argument("--compress", choices=["none", "zstd"], default="none", help="compress page data")
     p.add_argument("container_id", nargs="?", help="container to checkpoint")
     return p
@@ -57,7 +61,8 @@ def main(argv: list[str], g) -> int:
 
         res = checkpoint(args.pid, args.image_path, leave_running=args.leave_running,
                          compress=None if args.compress == "none" else args.compress,
-                         file_locks=args.file_locks)
+                         file_locks=args.file_locks, track_mem=args.track_mem,
+                         parent_path=args.parent_path)
         if g.debug:
             print(f"checkpointed {res.pid}: {res.threads} threads, frozen {res.frozen_seconds * 1000:.1f} ms")
         return 0

@@ -94,6 +94,8 @@ def dump(ctx: DumpContext, maps: list[MapsEntry]) -> list[Vma]:
             v.file_id = _save_object(ctx, e, obj_kind).id
         elif kind == "file":
             v.file_id = _file_object(ctx, e).id
+    if ctx.tracking is not None:
+        _track(ctx, vmas)
     if ctx.pid in ctx.snapshots:
         ctx.planned[ctx.pid] = (vmas, None, None)
         return vmas
@@ -161,10 +163,71 @@ def copy_planned(ctx: DumpContext, pid: int, parent: int | None, source: int | N
         for g_runs, g_entries, via_mem in groups:
             if parent is not None and parent in ctx.planned:
                 g_runs = _share_with_parent(ctx, g_runs, g_entries, parent)
+            if pid in ctx.dirty:
+                g_runs = _refer_to_parent_image(ctx, pid, g_runs)
             _copy_pages(ctx, g_runs, via_mem=via_mem)
     finally:
         os.close(ctx.mem_fd)
-    ctx.stored[pid] = sorted((r.vaddr, r.npages, r.offset) for v in vmas for r in v.pages)
+    ctx.stored[pid] = sorted((r.vaddr, r.npages, r.offset) for v in vmas for r in v.pages
+                             if r.file == "pages")
+
+
+def _track(ctx: DumpContext, vmas: list[Vma]) -> None:
+    """Incremental checkpoints (still frozen): which tracked pages were written since the
+    parent image (re-arming the tracking), and arming it where asked and not yet armed."""
+    from torpor.engine.resources import tracking
+
+    pid = ctx.pid
+    areas = tracking.tracked_areas(vmas)
+    tracker = ctx.tracking.trackers.get(pid)
+    if tracker is not None:
+        written = tracking.written(pid, areas)
+        if ctx.tracking.parent_pages.get(ctx.tracking.vpid.get(pid)) is not None:
+            ctx.dirty[pid] = written
+
+
+def _refer_to_parent_image(ctx: DumpContext, pid: int, runs: list[tuple[Vma, int, int]]
+                           ) -> list[tuple[Vma, int, int]]:
+    """Pages of tracked areas not written since the parent image point at their copy there
+    (or at the image that copy points at); the rest is copied."""
+    import bisect
+
+    written = ctx.dirty[pid]
+    parent = ctx.tracking.parent_pages[ctx.tracking.vpid[pid]]
+    starts = [r[0] for r in parent]
+    out: list[tuple[Vma, int, int]] = []
+    for v, addr, length in runs:
+        dirty = written.get(v.start)
+        if dirty is None:  # an area that was not tracked: all of it is copied
+            out.append((v, addr, length))
+            continue
+        dirty_starts = [ds for ds, _ in dirty]
+        a = addr
+        while a < addr + length:
+            k = bisect.bisect_right(dirty_starts, a) - 1
+            page_dirty = k >= 0 and a < dirty[k][1]
+            ref = None
+            if not page_dirty:
+                k = bisect.bisect_right(starts, a) - 1
+                if k >= 0:
+                    pv, pn, po, pf = parent[k]
+                    if a < pv + pn * PAGE_SIZE:
+                        ref = (po + (a - pv), pf)
+            if ref is None:
+                if out and out[-1][0] is v and out[-1][1] + out[-1][2] == a:
+                    out[-1] = (v, out[-1][1], out[-1][2] + PAGE_SIZE)
+                else:
+                    out.append((v, a, PAGE_SIZE))
+            else:
+                off, f = ref
+                prev = v.pages[-1] if v.pages else None
+                if (prev and prev.file == f and prev.vaddr + prev.npages * PAGE_SIZE == a
+                        and prev.offset + prev.npages * PAGE_SIZE == off):
+                    prev.npages += 1
+                else:
+                    v.pages.append(PageRun(a, 1, off, f))
+            a += PAGE_SIZE
+    return out
 
 
 def _share_with_parent(ctx: DumpContext, runs: list[tuple[Vma, int, int]], entries: list[bytes],
@@ -355,9 +418,8 @@ def restore_areas(t: TaskRestore, vmas: list[Vma]) -> None:
 
 
 def restore_pages(t: TaskRestore, vmas: list[Vma]) -> None:
-    """Write stored pages into the mapped areas."""
-    src = t.pages_view  # the page file mapped in the restorer
-    src_addr = t.pages_addr
+    """Write stored pages into the mapped areas (from this image's page file, or from a
+    parent image's for pages an incremental image did not store again)."""
     wv: list[tuple[int, int]] = []
     local: list[tuple[int, int]] = []
 
@@ -379,6 +441,7 @@ def restore_pages(t: TaskRestore, vmas: list[Vma]) -> None:
         writable = bool(v.prot & PROT_WRITE)
         for r in v.pages:
             n = r.npages * PAGE_SIZE
+            src, src_addr = t.sources[r.file]
             if writable:
                 # one process_vm_writev moves at most MAX_RW_COUNT (2 GiB - 4 KiB): batches stay
                 # below BATCH bytes, and a single run larger than that is split

@@ -77,6 +77,11 @@ def scan(pid: int, external=None) -> list[tuple[int, str, os.stat_result]]:
             st = os.stat(f"/proc/{pid}/fd/{fd}")
         except FileNotFoundError:
             continue
+        if link == "anon_inode:[userfaultfd]":
+            from torpor.engine.resources import tracking
+
+            if tracking.is_tracker(pid, fd):
+                continue  # torpor's own write tracker (--track-mem): never part of an image
         if external is not None and external(pid, fd, link):
             out.append((fd, link, st))
             continue
