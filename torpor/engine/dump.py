@@ -410,6 +410,8 @@ def checkpoint_tree(
                     break
             procs.append(proc)
         parents = {p: int(read_stat(p)[4]) for p in live}
+        if on_frozen is not None:  # the caller's own state, consistent with the memory
+            on_frozen(writer)
         if ctx.snapshot and len(ctx.snapshots) == len(live):
             freeze.release(tree)  # every process has a snapshot: they run on from here
             t_thawed = time.monotonic()
@@ -425,8 +427,6 @@ def checkpoint_tree(
             xfeatures=pt.xstate_features(xstate) or xcr0(), xstate_size=len(xstate),
         )
         writer.put_record("tree", image)
-        if on_frozen is not None:
-            on_frozen(writer)
         extra_meta = {}
         if parent_path:
             extra_meta["parent"] = os.path.abspath(parent_path)

@@ -21,6 +21,7 @@ import select
 import signal
 
 from torpor.engine.linux import uffd
+from torpor.engine.linux.procfs import close_fds_except
 from torpor.engine.linux.sys import PAGE_SIZE
 
 FAULT_WINDOW = 16 * PAGE_SIZE  # pages copied around a faulting page
@@ -187,13 +188,7 @@ def start_server(pages_addr: int, spaces: list[Space], keep_fds: set[int], image
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         keep = keep_fds | {0, 1, 2} | {s.fd for s in spaces}
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
-            if fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        close_fds_except(keep)
         if os.fork():  # the server proper is a grandchild: nobody waits on us
             os._exit(0)
         verifier = _verify_in_background(image_path, victims or []) if image_path else None

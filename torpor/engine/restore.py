@@ -23,7 +23,7 @@ from torpor.engine.clone import fork_with_pid
 from torpor.engine.inject import Injector, Scratch, find_syscall_insn
 from torpor.engine.linux import ptrace as pt
 from torpor.engine.linux import sys as lx
-from torpor.engine.linux.procfs import read_maps
+from torpor.engine.linux.procfs import close_fds_except, read_maps
 from torpor.engine.resources import cpu, memory, process_resources, signals, task
 from torpor.engine.resources import files as fdkinds
 from torpor.errors import AlreadyExists, ImageError, TorporError
@@ -287,13 +287,7 @@ def _root_child(plan: Plan, opener: FileOpener, report_fd: int, hold_fd: int,
         for f in root.fds:
             os.dup2(plan.file(f.file_id), f.fd, inheritable=not f.cloexec)
         keep = {f.fd for f in root.fds} | set(range(plan.base, plan.end)) | {report_fd, hold_fd}
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
-            if fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        close_fds_except(keep)
         try:
             os.chdir(root.cwd)
         except OSError:

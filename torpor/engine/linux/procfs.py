@@ -123,3 +123,14 @@ def children(pid: int, tids: list[int] | None = None) -> list[int]:
         except FileNotFoundError:
             pass
     return out
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """Close every fd of this process that is not in keep."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
