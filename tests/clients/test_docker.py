@@ -86,6 +86,10 @@ class Docker:
                 problems += [f"cgroup left: {d}/{x}" for x in left]
         return problems
 
+    def shell(self, line: str, check: bool = True):
+        """A command line as a user types it (the seed's examples)."""
+        return run(["sh", "-c", line], env=self.env, check=check)
+
     def logs(self, name: str) -> str:
         p = self("logs", name)
         return p.stdout + p.stderr
@@ -130,17 +134,18 @@ def test_seed_example(docker):
     """The seed, exactly: run, checkpoint create, (counter stands still), start --checkpoint,
     and `docker logs` shows the counter go on with no gap and no repeat."""
     docker.names.append("cr")
-    docker("run", "--runtime", "torpor", "--security-opt=seccomp:unconfined", "--name", "cr",
-           "-d", "busybox", "/bin/sh", "-c", SEED)
+    docker.shell("docker run --runtime torpor --security-opt=seccomp:unconfined --name cr -d "
+                 "busybox /bin/sh -c 'i=0; while true; do echo $i; i=$(expr $i + 1); sleep 1; "
+                 "done'")
     docker.wait_numbers("cr", 3)
-    docker("checkpoint", "create", "cr", "checkpoint1")
+    docker.shell("docker checkpoint create cr checkpoint1")
     docker.wait_status("cr", "exited")
     before = numbers(docker.logs("cr"))
     _continuous(before)
     assert "checkpoint1" in docker("checkpoint", "ls", "cr").stdout
     time.sleep(2.5)
     assert numbers(docker.logs("cr")) == before  # stopped while checkpointed
-    docker("start", "--checkpoint", "checkpoint1", "cr")
+    docker.shell("docker start --checkpoint checkpoint1 cr")
     assert docker.status("cr") == "running"
     after = docker.wait_numbers("cr", len(before) + 3)
     _continuous(after)
@@ -207,3 +212,25 @@ def test_default_seccomp_profile(docker):
     with open(f"/proc/{pid}/status") as f:
         assert "Seccomp:\t2" in f.read()
     docker("rm", "-f", "sc")
+
+
+def test_exec_top_update_pause(docker):
+    """The rest of the shim's argv through Docker: exec --process F --detach --pid-file,
+    ps --format json (docker top), update --resources - (docker update), pause/resume."""
+    docker.names.append("ex")
+    docker("run", "--runtime", "torpor", "--name", "ex", "-d", "busybox", "sleep", "1000")
+    assert docker("exec", "ex", "sh", "-c", "echo hello-$((1+1))").stdout.strip() == "hello-2"
+    p = docker("exec", "ex", "sh", "-c", "exit 3", check=False)
+    assert p.returncode == 3
+    assert "sleep 1000" in docker("top", "ex").stdout
+    docker("update", "--memory", "64m", "--memory-swap", "64m", "ex")
+    cid = docker("inspect", "-f", "{{.Id}}", "ex").stdout.strip()
+    with open(f"{CG}/memory/docker/{cid}/memory.limit_in_bytes") as f:
+        assert int(f.read()) == 64 << 20
+    docker("pause", "ex")
+    assert docker.status("ex") == "paused"
+    docker("unpause", "ex")
+    assert docker.status("ex") == "running"
+    docker("rm", "-f", "ex")
+    p = docker("exec", "ex", "true", check=False)
+    assert p.returncode != 0

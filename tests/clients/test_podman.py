@@ -101,7 +101,8 @@ def _continuous(nums: list[int]) -> None:
 
 
 def test_checkpoint_restore(podman):
-    podman("run", "-d", "--name", "pc", "busybox", "sh", "-c", SEED)
+    podman("--runtime", podman.launcher, "run", "-d", "--name", "pc", "busybox", "sh", "-c",
+           SEED)
     podman.wait_numbers("pc", 3)
     podman("container", "checkpoint", "pc")
     assert podman.status("pc") == "exited"

@@ -120,6 +120,18 @@ def test_shim_lifecycle(rt, bundle, launcher, tmp_path):
     call(*G, "update", "--resources", "-", cid, stdin=str(res))
     with open(f"/sys/fs/cgroup/pids/torpor/{cid}/pids.max") as f:
         assert f.read().strip() == "123"
+    # what `docker update --memory 32m` sends: every field, the unset ones as 0 (runc: unset)
+    res.write_text(json.dumps({
+        "memory": {"limit": 32 << 20, "reservation": 0, "swap": 0, "kernel": 0, "kernelTCP": 0,
+                   "swappiness": None, "disableOOMKiller": False},
+        "cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0,
+                "realtimePeriod": 0, "cpus": "", "mems": ""},
+        "pids": {"limit": 0}, "blockIO": {"weight": 0}}))
+    call(*G, "update", "--resources", "-", cid, stdin=str(res))
+    with open(f"/sys/fs/cgroup/pids/torpor/{cid}/pids.max") as f:
+        assert f.read().strip() == "123"
+    with open(f"/sys/fs/cgroup/memory/torpor/{cid}/memory.limit_in_bytes") as f:
+        assert int(f.read()) == 32 << 20
 
     proc = tmp_path / "process.json"
     proc.write_text(json.dumps({"args": ["sh", "-c", "echo from-exec > /tmp/x; sleep 30"],
@@ -129,6 +141,8 @@ def test_shim_lifecycle(rt, bundle, launcher, tmp_path):
     call(*G, "exec", "--process", str(proc), "--detach", "--pid-file", epid_file, cid)
     epid = int(open(epid_file).read())
     rt.pids.add(epid)
+    time.sleep(0.3)
+    assert fds_of(epid) == [0, 1, 2], "an fd of the runtime leaked into the exec'd process"
     assert {pid, epid} <= set(json.loads(call(*G, "ps", "--format", "json", cid).stdout))
 
     call(*G, "pause", cid)

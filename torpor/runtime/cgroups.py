@@ -146,7 +146,12 @@ class Cgroup:
 
     # ------------------------------------------------------------------ limits
     def apply(self, res) -> None:
-        """Apply a config.Resources; raises CgroupError naming the file that refused."""
+        """Apply a config.Resources; raises CgroupError naming the file that refused.
+
+        As runc's cgroup managers: a zero (memory limits, cpu shares/period/quota, pids limit)
+        means "not set" and leaves the file alone (Docker's `update` sends every field, unset
+        ones as 0); a negative pids limit means max."""
+        res = _zeros_unset(res)
         if self.v2:
             self._apply_v2(res)
             return
@@ -172,7 +177,7 @@ class Cgroup:
         if res.pids_limit is not None:
             if "pids" not in p:
                 raise CgroupError("pids limit: the pids controller is not mounted")
-            value = "max" if res.pids_limit <= 0 else str(res.pids_limit)
+            value = "max" if res.pids_limit < 0 else str(res.pids_limit)
             _write(os.path.join(p["pids"], "pids.max"), value)
         if "cpu" in p:
             c = p["cpu"]
@@ -377,3 +382,19 @@ class Cgroup:
         if "cpuacct" in p:
             out["cpu"] = {"usage": {"total": num(os.path.join(p["cpuacct"], "cpuacct.usage"))}}
         return out
+
+
+_ZERO_IS_UNSET = ("memory_limit", "memory_reservation", "memory_swap", "pids_limit",
+                  "cpu_shares", "cpu_period", "cpu_quota")
+
+
+def _zeros_unset(res):
+    import copy
+
+    if not any(getattr(res, k, None) == 0 for k in _ZERO_IS_UNSET):
+        return res
+    res = copy.copy(res)
+    for k in _ZERO_IS_UNSET:
+        if getattr(res, k, None) == 0:
+            setattr(res, k, None)
+    return res
