@@ -223,6 +223,9 @@ def test_exec_top_update_pause(docker):
     p = docker("exec", "ex", "sh", "-c", "exit 3", check=False)
     assert p.returncode == 3
     assert "sleep 1000" in docker("top", "ex").stdout
+    # exec with a terminal: the pty master comes back over --console-socket
+    out = docker("exec", "-t", "ex", "sh", "-c", "test -t 1 && tty").stdout
+    assert out.strip().startswith("/dev/pts/"), out
     docker("update", "--memory", "64m", "--memory-swap", "64m", "ex")
     cid = docker("inspect", "-f", "{{.Id}}", "ex").stdout.strip()
     with open(f"{CG}/memory/docker/{cid}/memory.limit_in_bytes") as f:

@@ -407,3 +407,45 @@ def test_podman_seccomp_leave_running_and_image_path_reused(rt, bundle, launcher
     p = call(*R, "checkpoint", "--image-path", str(other), "--leave-running", cid, check=False)
     assert p.returncode == 1 and "not empty" in p.stderr
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_exec_console_socket_pty_of_the_container(rt, bundle, launcher, tmp_path):
+    """exec --process F (terminal: true) --console-socket S --detach: as with runc, the pty is
+    one of the container's own /dev/pts, so ttyname() works inside (`docker exec -t c tty`)."""
+    call = Caller(launcher, str(tmp_path))
+    G = ["--root", rt.root, "--log", str(tmp_path / "log.json"), "--log-format", "json"]
+    cid = rt.id()
+    b = bundle(["sleep", "100"])
+    call(*G, "create", "--bundle", b, "--pid-file", f"{b}/init.pid", cid)
+    call(*G, "start", cid)
+    rt.pids.add(int(open(f"{b}/init.pid").read()))
+    proc = tmp_path / "process.json"
+    proc.write_text(json.dumps({"args": ["sh", "-c", "tty; ls /dev/pts; sleep 1"], "cwd": "/",
+                                "terminal": True, "env": ["PATH=/bin"],
+                                "user": {"uid": 0, "gid": 0}}))
+    sock = str(tmp_path / "exec.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock)
+    srv.listen(1)
+    try:
+        call(*G, "exec", "--process", str(proc), "--console-socket", sock, "--detach",
+             "--pid-file", str(tmp_path / "exec.pid"), cid)
+        conn, _ = srv.accept()
+        fd, name = recv_fd(conn)
+        conn.close()
+    finally:
+        srv.close()
+    rt.pids.add(int(open(tmp_path / "exec.pid").read()))
+    out = b""
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and out.count(b"\n") < 2:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                break
+    finally:
+        os.close(fd)
+    lines = out.decode().split()
+    assert lines[0] == name and name.startswith("/dev/pts/"), (name, out)
+    assert name.rsplit("/", 1)[1] in lines[1:], out

@@ -496,29 +496,20 @@ class Container:
                 raise InvalidState(f"cannot exec in container \"{self.id}\": its init "
                                    "is gone") from None
             join.append((kind, path))
-        sock = pty = None
-        if console_socket is not None:
-            from torpor.runtime.console import connect, open_pty
+        sock = None
+        if console_socket is not None:  # the process opens its pty in the container (runc)
+            from torpor.runtime.console import connect
 
             sock = connect(console_socket)
-            pty = open_pty()
         if not detach:
             L.set_child_subreaper()
         try:
             pid = spawn(Plan(process=proc, cgroup=self.cgroup, join=join,
-                             seccomp=seccomp_bpf(self.raw_config),
-                             pty_slave=pty[1] if pty else None, pty_name=pty[2] if pty else "",
+                             seccomp=seccomp_bpf(self.raw_config), console_sock=sock,
                              preserve_fds=preserve_fds))
-            if sock is not None and pty is not None:
-                from torpor.runtime.console import send_fd
-
-                send_fd(sock, pty[0], pty[2])
         except TorporError as err:
             raise TorporError(f"exec in container \"{self.id}\": {err}") from None
         finally:
-            if pty is not None:
-                os.close(pty[0])
-                os.close(pty[1])
             if sock is not None:
                 sock.close()
         if pid_file:

@@ -54,6 +54,9 @@ class Plan:
     stdio: tuple[int, int, int] | None = None  # fds for 0,1,2; None inherits the caller's
     pty_slave: int | None = None
     pty_name: str = ""
+    # exec with a terminal: the process makes its pty in the container's devpts and sends the
+    # master over this (connected) console socket itself
+    console_sock: object | None = None
     preserve_fds: int = 0
     no_pivot: bool = False
     # runs in the init after the container is set up, instead of waiting for start + execve;
@@ -226,6 +229,14 @@ def _stage2(plan: Plan, w: int) -> None:
     proc = plan.process
     cfg = plan.cfg
     os.setsid()
+    if plan.console_sock is not None:
+        try:
+            master, plan.pty_slave, plan.pty_name = console.open_pty_here()
+        except OSError as err:
+            raise InitError(f"cannot make a pty in the container: {err.strerror}") from None
+        console.send_fd(plan.console_sock, master, plan.pty_name)
+        os.close(master)
+        plan.console_sock.close()
     if plan.pty_slave is not None:
         console.make_controlling(plan.pty_slave)
     elif plan.stdio is not None:
