@@ -93,12 +93,6 @@ def _stdio_identity(pid: int) -> dict[tuple[int, int], str]:
     return out
 
 
-def _uses_seccomp(c: Container) -> bool:
-    from torpor.runtime import seccomp
-
-    return any(seccomp.seccomp_mode(pid) == 2 for pid in c.processes())
-
-
 def _save_seccomp(c: Container, cid: str) -> list[str]:
     """The seccomp filter stack shared by every process (read with PTRACE_SECCOMP_GET_FILTER:
     the engine's tracer is this thread); restore installs it in the init before the tree is
@@ -195,20 +189,11 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
             # Podman stat()s CRIU's inventory.img before it calls restore
             writer.put_file("inventory.img", criu_files.inventory())
 
-        # --leave-running of a running tree: the engine lets the tree go on (memory read from
-        # snapshots) before on_frozen runs, but PTRACE_SECCOMP_GET_FILTER needs the tracee
-        # stopped. Freezing the cgroup first keeps it stopped (no snapshot is made then).
-        pre_frozen = bool(leave_running and st == RUNNING and c.freezer_path
-                          and _uses_seccomp(c))
-        if pre_frozen:
-            c.cgroup.freeze()
-        try:
-            res = checkpoint_tree(init, image_path, leave_running=leave_running,
-                                  freezer=c.freezer_path or None, meta=meta,
-                                  on_frozen=on_frozen, external=external, file_locks=file_locks)
-        finally:
-            if pre_frozen:
-                c.cgroup.thaw()
+        # on_frozen runs while the engine holds the tree stopped (also before a --leave-running
+        # checkpoint lets it go on), so PTRACE_SECCOMP_GET_FILTER works there
+        res = checkpoint_tree(init, image_path, leave_running=leave_running,
+                              freezer=c.freezer_path or None, meta=meta,
+                              on_frozen=on_frozen, external=external, file_locks=file_locks)
         if work_path:
             _write_stats(work_path, "dump", res)
         if leave_running:

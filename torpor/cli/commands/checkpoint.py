@@ -77,7 +77,9 @@ def main(argv: list[str], g) -> int:
     from torpor.runtime import checkpoint as rt_checkpoint
 
     target = args.image_path
-    if _earlier_image(args.image_path):  # written next to it, swapped in once complete
+    # only for OCI clients (they pass --work-path): torpor's own runsc-style command keeps
+    # "an image path is used once"
+    if args.work_path and _earlier_image(args.image_path):  # written next to it, swapped in
         target = tempfile.mkdtemp(prefix=".torpor-new-",
                                   dir=os.path.dirname(os.path.abspath(args.image_path)))
     try:
