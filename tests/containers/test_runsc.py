@@ -114,6 +114,8 @@ def test_containerd_restore_argv(rt, bundle, tmp_path):
     assert s["status"] == "running"
     with open(pidfile) as f:
         assert int(f.read()) == s["pid"]
+    for what in ("dump", "restore"):  # the work path holds both commands' statistics
+        assert os.path.exists(os.path.join(work, f"torpor-{what}-stats.json")), what
     deadline = time.monotonic() + 10
     while len(numbers(open(out).read())) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -236,7 +236,8 @@ def _apply_tty(fd: int, saved: dict | None) -> None:
 def _write_stats(work_path: str, what: str, res) -> None:
     try:
         os.makedirs(work_path, exist_ok=True)
-        stats = {k: v for k, v in vars(res).items() if isinstance(v, (int, float, str))}
+        fields = res if isinstance(res, dict) else vars(res)
+        stats = {k: v for k, v in fields.items() if isinstance(v, (int, float, str))}
         write_json_atomic(os.path.join(work_path, f"torpor-{what}-stats.json"), stats, 0o644)
     except (OSError, TypeError):
         pass
