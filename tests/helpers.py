@@ -371,3 +371,43 @@ def restore(image: Path, procs: Procs | None = None) -> int:
 
 def errno_name(e: int) -> str:
     return errno.errorcode.get(e, str(e))
+
+
+# ------------------------------------------------------- conftest building blocks (host tests)
+
+
+def needs_root(folder: str):
+    """A pytest_collection_modifyitems hook skipping the tests under `folder` without root."""
+
+    def pytest_collection_modifyitems(items) -> None:
+        import pytest
+
+        for item in items:
+            if folder in str(item.fspath) and os.geteuid() != 0:
+                item.add_marker(pytest.mark.skip(reason="needs root"))
+
+    return pytest_collection_modifyitems
+
+
+def subreaper_fixture():
+    """A module-scoped autouse fixture making pytest a child subreaper: killed and restored
+    processes are re-parented to it and reaped at once (init here reaps orphans only every
+    ~2 s, and a zombie keeps its PID taken, which a restore needs free). Off after the module."""
+    import contextlib
+    import ctypes
+
+    import pytest
+
+    @pytest.fixture(scope="module", autouse=True)
+    def subreaper():
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+        try:
+            yield
+        finally:
+            libc.prctl(36, 0, 0, 0, 0)
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                    pass
+
+    return subreaper
