@@ -182,3 +182,18 @@ def test_tree_pids_inside_kept(rt, tmp_path):
     after = tree()
     assert before == after and ("1", "0", "sh") in after
     assert len([t for t in after if t[2] == "sleep"]) == 2
+
+
+def test_lazy_restore_of_a_container(rt, tmp_path):
+    """restore --lazy: the container runs at once, its memory served by the page server."""
+    cid = rt.id("lazy")
+    img = str(tmp_path / "img")
+    rt("run", "-d", cid, "--", "sh", "-c", FAST)
+    wait_count(rt, cid, 4)
+    rt("checkpoint", "--image-path", img, cid)
+    n = len(numbers(rt.logs(cid)))
+    rt("restore", "--lazy", "--image-path", img, cid)
+    s = rt.wait_status(cid, "running")
+    assert init_vpid(s["pid"]) == 1
+    wait_count(rt, cid, n + 4)
+    assert_continuous(rt.logs(cid), n + 4)

@@ -295,9 +295,10 @@ class ImageInfo:
 
 def restore_container(root: str, cid: str, image_path: str, *, bundle: str | None = None,
                       detach: bool = False, pid_file: str | None = None,
-                      console_socket: str | None = None, work_path: str | None = None
-                      ) -> Container:
-    """Restore the image into container cid (created, stopped, or new); returns it running."""
+                      console_socket: str | None = None, work_path: str | None = None,
+                      lazy: bool = False) -> Container:
+    """Restore the image into container cid (created, stopped, or new); returns it running.
+    lazy: memory is served on demand by a page server (engine/lazy.py)."""
     from torpor.runtime import config as C
     from torpor.runtime import tmpfs_state
 
@@ -393,7 +394,7 @@ def restore_container(root: str, cid: str, image_path: str, *, bundle: str | Non
         rec.cgroup_paths, rec.cgroup_v2 = cgroup.paths, cgroup.v2
         store.save(rec)
         cgroup.apply(cfg.resources)
-        plan = _Plan(image_path, cfg, cgroup, info)
+        plan = _Plan(image_path, cfg, cgroup, info, lazy=lazy)
         if detach and terminal:
             from torpor.runtime.console import connect, open_pty, send_fd
 
@@ -507,7 +508,8 @@ def _undo(c: Container, cgroup, d: str, created_new: bool) -> None:
 class _Plan:
     """The restored init's set-up (child_setup) and the engine call."""
 
-    def __init__(self, image_path: str, cfg, cgroup, info: ImageInfo) -> None:
+    def __init__(self, image_path: str, cfg, cgroup, info: ImageInfo, lazy: bool = False) -> None:
+        self.lazy = lazy
         self.image_path = image_path
         self.cfg = cfg
         self.cgroup = cgroup
@@ -528,7 +530,7 @@ class _Plan:
         if pty is not None:
             _apply_tty(pty[1], self.info.state.get("tty"))
         return restore_tree(self.image_path, clone_flags=flags, child_setup=self.child_setup,
-                            inherit_fds=fds)
+                            inherit_fds=fds, lazy=self.lazy)
 
     def child_setup(self) -> None:
         """Runs in the restored init (PID 1 of the new PID namespace) before the engine.

@@ -52,7 +52,7 @@ def main(argv: list[str], g) -> int:
                                             bundle=args.bundle, detach=args.detach,
                                             pid_file=args.pid_file,
                                             console_socket=args.console_socket,
-                                            work_path=args.work_path)
+                                            work_path=args.work_path, lazy=args.lazy)
     except Exception as err:
         if args.work_path:
             from torpor.runtime.criu_files import write_restore_work
