@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := busybox-static gcc libc6-dev make python3-venv iproute2
+DEB_PACKAGES := busybox-static gcc libc6-dev make python3-venv iproute2 libseccomp2
 STAMP := $(VENV)/.installed
 
 .PHONY: setup deps demo test test-clients client-deps lint bench clean
