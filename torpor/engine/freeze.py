@@ -60,11 +60,12 @@ def wait_interrupt_stop(tid: int) -> None:
         pt.cont(tid, sig)  # a signal-delivery-stop: deliver it; the interrupt stays pending
 
 
-def wait_new_stop(tid: int) -> None:
-    """The first stop of a task auto-attached at its creation."""
+def wait_new_stop(tid: int, what: str = "task", error: type[TorporError] = FreezeError) -> None:
+    """The first stop of a task auto-attached at its creation: PTRACE_EVENT_STOP under a
+    seized tracer (SIGSTOP under PTRACE_TRACEME)."""
     status = pt.wait_stop(tid)
     if pt.stop_event(status) != pt.EVENT_STOP and os.WSTOPSIG(status) != signal.SIGSTOP:
-        raise FreezeError(f"new task {tid} stopped with signal {os.WSTOPSIG(status)}")
+        raise error(f"new {what} {tid} stopped with signal {os.WSTOPSIG(status)}")
 
 
 # ------------------------------------------------------------------ cgroup freezer

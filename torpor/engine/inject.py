@@ -15,6 +15,7 @@ from torpor.engine.linux import ptrace as pt
 from torpor.engine.linux.procfs import read_maps
 from torpor.engine.linux.sys import (
     MAP_ANONYMOUS,
+    MAP_FIXED_NOREPLACE,
     MAP_PRIVATE,
     NR,
     PAGE_SIZE,
@@ -52,7 +53,6 @@ class Injector:
         self.saved_sigmask = pt.get_sigmask(tid)
         pt.set_sigmask(tid, ALL_SIGNALS)
         self.events: list[tuple[int, int]] = []  # (event, message) seen while stepping
-        self.finished = False
 
     def call(self, name: str | int, *args: int, check: bool = True) -> int:
         nr = NR[name] if isinstance(name, str) else name
@@ -98,7 +98,6 @@ class Injector:
         """Put the task's registers and signal mask back (or the given ones)."""
         pt.set_regs(self.tid, regs if regs is not None else self.saved_regs)
         pt.set_sigmask(self.tid, self.saved_sigmask if sigmask is None else sigmask)
-        self.finished = True
 
     # memory of the target, through /proc/PID/mem (works on read-only and PROT_NONE pages)
     def read(self, addr: int, size: int) -> bytes:
@@ -117,7 +116,7 @@ class Scratch:
     def __init__(self, inj: Injector, size: int = 4 * PAGE_SIZE, at: int = 0) -> None:
         self.inj = inj
         self.size = size
-        flags = MAP_PRIVATE | MAP_ANONYMOUS | (0x100000 if at else 0)  # MAP_FIXED_NOREPLACE
+        flags = MAP_PRIVATE | MAP_ANONYMOUS | (MAP_FIXED_NOREPLACE if at else 0)
         self.addr = inj.call("mmap", at, size, PROT_READ | PROT_WRITE, flags, -1, 0)
 
     def unmap(self, inj: Injector | None = None) -> None:

@@ -30,7 +30,8 @@ STREAM_CHUNK = 2 << 20  # bytes copied per background step
 
 class Space:
     """One address space being filled: its userfaultfd and the pages still to copy, as
-    sorted, non-overlapping [vaddr, length, image offset] runs."""
+    sorted, non-overlapping [vaddr, length, source address] runs (the source is the page
+    data mapped in this process, inherited from the restorer)."""
 
     def __init__(self, fd: int, runs: list[list[int]]) -> None:
         self.fd = fd
@@ -43,7 +44,7 @@ class Space:
         return -1
 
     def take(self, i: int, start: int, end: int) -> tuple[int, int, int] | None:
-        """Remove [start, end) from run i; return (vaddr, length, offset) removed."""
+        """Remove [start, end) from run i; return (vaddr, length, source address) removed."""
         va, ln, off = self.runs[i]
         start, end = max(start, va), min(end, va + ln)
         if start >= end:
@@ -56,8 +57,8 @@ class Space:
         self.runs[i : i + 1] = pieces
         return start, end - start, off + (start - va)
 
-    def put_back(self, vaddr: int, length: int, offset: int) -> None:
-        bisect.insort(self.runs, [vaddr, length, offset])
+    def put_back(self, vaddr: int, length: int, src: int) -> None:
+        bisect.insort(self.runs, [vaddr, length, src])
 
     def drop(self, start: int, end: int) -> None:
         keep = []
@@ -81,21 +82,20 @@ class Space:
 
 
 class Server:
-    def __init__(self, pages_addr: int, spaces: list[Space]) -> None:
-        self.pages_addr = pages_addr
+    def __init__(self, spaces: list[Space]) -> None:
         self.spaces = {s.fd: s for s in spaces}
 
-    def _copy(self, space: Space, vaddr: int, length: int, offset: int) -> None:
+    def _copy(self, space: Space, vaddr: int, length: int, src: int) -> None:
         done = 0
         while done < length:
-            n = uffd.copy(space.fd, vaddr + done, self.pages_addr + offset + done, length - done)
+            n = uffd.copy(space.fd, vaddr + done, src + done, length - done)
             if n == -17:  # EEXIST on the first page: already there, skip it
                 done += PAGE_SIZE
             elif n == -11:
                 # EAGAIN: the address space is changing (a fork, mremap or munmap event is
                 # pending). The rest goes back to the pending runs: after the event a forked
                 # child must still find these pages missing, and they must not be lost
-                space.put_back(vaddr + done, length - done, offset + done)
+                space.put_back(vaddr + done, length - done, src + done)
                 return
             elif n < 0:
                 return  # unmapped meanwhile, or the process is gone
@@ -173,7 +173,7 @@ def _verify_in_background(image_path: str, victims: list[int]):
     return thread
 
 
-def start_server(pages_addr: int, spaces: list[Space], keep_fds: set[int], image_path: str = "",
+def start_server(spaces: list[Space], keep_fds: set[int], image_path: str = "",
                  victims: list[int] | None = None) -> int:
     """Fork the server (detached, in its own session); returns its PID. The caller closes its
     own copies of the userfaultfds afterwards."""
@@ -192,7 +192,7 @@ def start_server(pages_addr: int, spaces: list[Space], keep_fds: set[int], image
         if os.fork():  # the server proper is a grandchild: nobody waits on us
             os._exit(0)
         verifier = _verify_in_background(image_path, victims or []) if image_path else None
-        server = Server(pages_addr, spaces)
+        server = Server(spaces)
         server.run()
         for fd in list(server.spaces):  # every page is in: let the kernel handle faults again
             os.close(fd)

@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from torpor.engine import freeze
 from torpor.engine.clone import fork_with_pid
 from torpor.engine.inject import Injector, Scratch, find_syscall_insn
 from torpor.engine.linux import ptrace as pt
 from torpor.engine.linux import sys as lx
-from torpor.engine.linux.procfs import close_fds_except, read_maps
+from torpor.engine.linux.procfs import close_fds_except, last_cap, read_maps
 from torpor.engine.resources import cpu, memory, process_resources, signals, task
 from torpor.engine.resources import files as fdkinds
 from torpor.errors import AlreadyExists, ImageError, TorporError
@@ -52,8 +53,6 @@ class TaskRestore:
     inj: Injector | None = None
     mem_fd: int = -1
     file_fds: dict[int, int] = field(default_factory=dict)  # MappedFile id -> fd in the task
-    pages_view: memoryview | None = None
-    pages_addr: int = 0
     sources: dict = field(default_factory=dict)  # page file -> (view, address) in the restorer
 
 
@@ -193,9 +192,9 @@ def _special_areas(maps) -> dict[str, tuple[int, int]]:
             if e.path in memory.SPECIAL and e.path != "[vsyscall]"}
 
 
-def _check_vdso(proc: Process) -> None:
+def _check_vdso(tree: TreeImage) -> None:
     mine = _special_areas(read_maps(os.getpid(), with_flags=False))
-    for v in (v for p in [proc] for v in p.vmas):
+    for v in (v for p in tree.processes if not p.zombie for v in p.vmas):
         if v.kind in SPECIALS:
             cur = mine.get(v.kind)
             if cur is None or cur[1] - cur[0] != v.end - v.start:
@@ -360,9 +359,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         _check_pids_free(tree)
     elif root.pid != 1:
         raise RestoreError("a new PID namespace needs an image whose root is PID 1")
-    for p in tree.processes:
-        if not p.zombie:
-            _check_vdso(p)
+    _check_vdso(tree)
 
     pages_fd, size, own_pages_fd = _page_source(reader)
     pages_map = mmap.mmap(pages_fd, size, flags=mmap.MAP_PRIVATE) if size else mmap.mmap(-1, mmap.PAGESIZE)
@@ -469,14 +466,6 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         if own_pages_fd:
             os.close(pages_fd)
         reader.close()
-
-
-def _wait_new_task(host: int, what: str) -> None:
-    """A task auto-attached at its creation stops once: PTRACE_EVENT_STOP under a seized
-    tracer (SIGSTOP under PTRACE_TRACEME)."""
-    st = pt.wait_stop(host)
-    if pt.stop_event(st) != pt.EVENT_STOP and os.WSTOPSIG(st) != signal.SIGSTOP:
-        raise RestoreError(f"new {what} stopped with signal {os.WSTOPSIG(st)}")
 
 
 def _reap_tracees(deadline: float) -> None:
@@ -645,7 +634,7 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
                 b.inj.call("setpgid", 0, proc.pgid)
             except OSError:
                 _group_without_leader(b, s, built)
-    lastcap = task.last_cap()
+    lastcap = last_cap()
     for proc in tree.processes:
         b = built.get(proc.pid)
         if b is None:
@@ -678,7 +667,7 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
 
         spaces = [b.space for b in built.values() if b.space is not None]
         try:
-            server = lazy_pages.start_server(0, spaces, set(), image_path=image_path,
+            server = lazy_pages.start_server(spaces, set(), image_path=image_path,
                                              victims=[b.host for b in built.values()])
             os.waitpid(server, 0)
         finally:
@@ -782,7 +771,7 @@ def _inject_clone3(inj: Injector, s: int, flags: int, exit_signal: int, tid: int
                  if ev in (pt.EVENT_FORK, pt.EVENT_CLONE, pt.EVENT_VFORK)), 0)
     if not host:
         raise RestoreError(f"no trace event for the creation of {what}")
-    _wait_new_task(host, what)
+    freeze.wait_new_stop(host, what, RestoreError)
     return host
 
 

@@ -9,15 +9,19 @@ from __future__ import annotations
 import ctypes
 import os
 
+from torpor.engine.linux.procfs import last_cap  # noqa: F401 - part of this module's API
+from torpor.engine.linux.sys import (  # noqa: F401 - part of this module's API
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+)
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWCGROUP = 0x02000000
-CLONE_NEWUTS = 0x04000000
-CLONE_NEWIPC = 0x08000000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
 CLONE_NEWTIME = 0x00000080
 
 MS_RDONLY = 1
@@ -164,14 +168,6 @@ CAPABILITIES = [
     "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
 ]
 CAP_NUMBER = {name: i for i, name in enumerate(CAPABILITIES)}
-
-
-def last_cap() -> int:
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except OSError:
-        return len(CAPABILITIES) - 1
 
 
 def bounding_set() -> int:

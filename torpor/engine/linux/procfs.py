@@ -125,6 +125,15 @@ def children(pid: int, tids: list[int] | None = None) -> list[int]:
     return out
 
 
+def last_cap(default: int = 40) -> int:
+    """The highest capability number this kernel knows (default when /proc is not there)."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return default
+
+
 def close_fds_except(keep: set[int]) -> None:
     """Close every fd of this process that is not in keep."""
     for name in os.listdir("/proc/self/fd"):

@@ -76,11 +76,6 @@ def creds_are_root_full(c: Creds, last_cap: int) -> bool:
     )
 
 
-def last_cap() -> int:
-    with open("/proc/sys/kernel/cap_last_cap") as f:
-        return int(f.read())
-
-
 # ----------------------------------------------------------------------- rlimits
 
 
