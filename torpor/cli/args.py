@@ -11,9 +11,22 @@ import argparse
 import sys
 
 
+class _Formatter(argparse.HelpFormatter):
+    """add_argument() builds a formatter to check each option; argparse's own asks shutil for
+    the terminal width (~3 ms of imports per command). The width matters only for --help."""
+
+    def __init__(self, prog: str, **kw) -> None:
+        if "width" not in kw:
+            import os
+
+            kw["width"] = max(int(os.environ.get("COLUMNS", "0") or 0), 80) - 2
+        super().__init__(prog, **kw)
+
+
 class Parser(argparse.ArgumentParser):
     def __init__(self, prog: str, description: str | None = None, **kw) -> None:
         kw.setdefault("allow_abbrev", False)
+        kw.setdefault("formatter_class", _Formatter)
         super().__init__(prog=f"torpor {prog}", description=description, **kw)
 
     def _normalize(self, args: list[str]) -> list[str]:
@@ -41,9 +54,8 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # one line, exit 2, as argparse does but without usage spam
         msg = f"{self.prog.removeprefix('torpor ')}: {message}"
-        import logging
+        from torpor.log import log
 
-        log = logging.getLogger("torpor")
-        if any(isinstance(h, logging.FileHandler) for h in log.handlers):
+        if log.to_file:
             log.error(msg)  # the clients read the --log file, not only stderr
         self.exit(2, f"torpor: {msg}\n")

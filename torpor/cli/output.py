@@ -1,58 +1,19 @@
-"""Logging and error reporting for the CLI.
-
-containerd, Docker and Podman build their error messages from the last
-`{"level":"error","msg":...}` line of the --log file, so with --log-format json every record is
-one JSON object per line. The user always gets a one-line `torpor: ...` on stderr.
-"""
+"""Error reporting for the CLI: a one-line `torpor: ...` on stderr, and an error record in the
+--log file (torpor.log), where containerd, Docker and Podman look for it."""
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
-import time
-import traceback
 from typing import TYPE_CHECKING
+
+from torpor.log import log
 
 if TYPE_CHECKING:
     from torpor.cli.main import GlobalOptions
 
-log = logging.getLogger("torpor")
-
-
-class _JSONFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        level = {"WARNING": "warning", "CRITICAL": "fatal"}.get(
-            record.levelname, record.levelname.lower()
-        )
-        return json.dumps(
-            {
-                "level": level,
-                "msg": record.getMessage(),
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-            }
-        )
-
 
 def setup_logging(g: GlobalOptions) -> None:
-    root = logging.getLogger("torpor")
-    root.setLevel(logging.DEBUG if g.debug else logging.INFO)
-    root.propagate = False
-    if g.log:
-        try:
-            handler: logging.Handler = logging.FileHandler(g.log)
-        except OSError as err:
-            sys.stderr.write(f"torpor: cannot open log file {g.log}: {err.strerror}\n")
-            handler = logging.StreamHandler(sys.stderr)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        # without --log only warnings and errors reach stderr (unless --debug)
-        handler.setLevel(logging.DEBUG if g.debug else logging.WARNING)
-    if g.log_format == "json":
-        handler.setFormatter(_JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    root.addHandler(handler)
+    log.configure(g.log, g.log_format == "json", g.debug)
 
 
 def report_error(command: str, err: BaseException, g: GlobalOptions) -> int:
@@ -68,6 +29,8 @@ def report_error(command: str, err: BaseException, g: GlobalOptions) -> int:
         msg = f"{command}: internal error: {type(err).__name__}: {err}".replace("\n", " ")
         code = 1
     if g.debug or not isinstance(err, (TorporError, OSError)):
+        import traceback
+
         log.debug("%s", "".join(traceback.format_exception(err)))
     if g.log:
         log.error(msg)

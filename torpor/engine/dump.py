@@ -12,7 +12,8 @@ import os
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 from torpor.engine import freeze
 from torpor.engine.inject import Injector, Scratch, find_syscall_insn
@@ -43,17 +44,16 @@ from torpor.image.store import ImageWriter
 SEEK_DATA, SEEK_HOLE = 3, 4
 
 
-@dataclass
-class Tracking:
+class Tracking(msgspec.Struct):
     """Incremental checkpoint state: whether to arm write tracking, the trackers found in the
     processes, and the pages of the parent image by process (vpid)."""
 
     arm: bool = False
     parent_path: str = ""
-    trackers: dict = field(default_factory=dict)  # host pid -> tracker fd in it
-    new_trackers: dict = field(default_factory=dict)
-    parent_pages: dict = field(default_factory=dict)  # vpid -> [(vaddr, npages, offset, file)]
-    vpid: dict = field(default_factory=dict)  # host pid -> vpid
+    trackers: dict = msgspec.field(default_factory=dict)  # host pid -> tracker fd in it
+    new_trackers: dict = msgspec.field(default_factory=dict)
+    parent_pages: dict = msgspec.field(default_factory=dict)  # vpid -> [(vaddr, npages, offset, file)]
+    vpid: dict = msgspec.field(default_factory=dict)  # host pid -> vpid
     injector: object = None
 
 
@@ -71,28 +71,27 @@ def load_parent(parent_path: str) -> dict:
     return out
 
 
-@dataclass
-class DumpContext:
+class DumpContext(msgspec.Struct, dict=True):
     writer: ImageWriter
     pid: int = 0
     mem_fd: int = -1
-    files: list = field(default_factory=list)
-    fd_owner: dict = field(default_factory=dict)
-    mapped_files: dict = field(default_factory=dict)
-    pipes: dict = field(default_factory=dict)
+    files: list = msgspec.field(default_factory=list)
+    fd_owner: dict = msgspec.field(default_factory=dict)
+    mapped_files: dict = msgspec.field(default_factory=dict)
+    pipes: dict = msgspec.field(default_factory=dict)
     external: Callable[[int, int, str], str | None] | None = None
     # pages stored per host pid: sorted (vaddr, npages, offset); and the parent of the process
     # being dumped, whose stored pages a child may share copy-on-write
-    stored: dict = field(default_factory=dict)
+    stored: dict = msgspec.field(default_factory=dict)
     tree_mode: bool = False  # pages copied after every process is planned (copy_planned)
-    planned: dict = field(default_factory=dict)
+    planned: dict = msgspec.field(default_factory=dict)
     keep_sharing: bool = False  # --leave-running: do not unshare copy-on-write pages
     snapshot: bool = False  # --leave-running: read memory from a forked snapshot, unfrozen
-    snapshots: dict = field(default_factory=dict)  # host pid -> snapshot pid
+    snapshots: dict = msgspec.field(default_factory=dict)  # host pid -> snapshot pid
     file_locks: bool = False  # --file-locks: save held file locks (else refuse them)
     tracking: Tracking | None = None  # --track-mem / --parent-path
-    dirty: dict = field(default_factory=dict)  # host pid -> {area start: written ranges}
-    _bufs: list = field(default_factory=list)
+    dirty: dict = msgspec.field(default_factory=dict)  # host pid -> {area start: written ranges}
+    _bufs: list = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.pages = self.writer.page_file("pages")
@@ -330,8 +329,7 @@ def _zombie(pid: int, vpid_of: dict[int, int]) -> Process:
     )
 
 
-@dataclass
-class CheckpointResult:
+class CheckpointResult(msgspec.Struct):
     pid: int
     image_path: str
     processes: int

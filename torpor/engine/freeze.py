@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+
+import msgspec
 
 from torpor.engine.linux import ptrace as pt
 from torpor.engine.linux.procfs import children, list_tids
@@ -28,12 +29,11 @@ class FreezeError(TorporError):
 SEIZE_OPTIONS = pt.O_SUSPEND_SECCOMP
 
 
-@dataclass
-class FrozenTree:
+class FrozenTree(msgspec.Struct):
     root: int
-    order: list[int] = field(default_factory=list)  # host pids, parents before children
-    tids: dict[int, list[int]] = field(default_factory=dict)  # host pid -> seized tids
-    zombies: list[int] = field(default_factory=list)
+    order: list[int] = msgspec.field(default_factory=list)  # host pids, parents before children
+    tids: dict[int, list[int]] = msgspec.field(default_factory=dict)  # host pid -> seized tids
+    zombies: list[int] = msgspec.field(default_factory=list)
     freezer: str | None = None
     was_frozen: bool = False
 

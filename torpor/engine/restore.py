@@ -17,7 +17,8 @@ import signal
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 from torpor.engine import freeze
 from torpor.engine.clone import fork_with_pid
@@ -44,20 +45,18 @@ class RestoreError(TorporError):
     pass
 
 
-@dataclass
-class TaskRestore:
+class TaskRestore(msgspec.Struct):
     """What the resource restore steps need about the process being rebuilt."""
 
     pid: int
     proc: Process
     inj: Injector | None = None
     mem_fd: int = -1
-    file_fds: dict[int, int] = field(default_factory=dict)  # MappedFile id -> fd in the task
-    sources: dict = field(default_factory=dict)  # page file -> (view, address) in the restorer
+    file_fds: dict[int, int] = msgspec.field(default_factory=dict)  # MappedFile id -> fd in the task
+    sources: dict = msgspec.field(default_factory=dict)  # page file -> (view, address) in the restorer
 
 
-@dataclass
-class RestoreResult:
+class RestoreResult(msgspec.Struct):
     pid: int
     threads: int
     seconds: float
@@ -71,6 +70,7 @@ class FileOpener:
     """Opens in the restorer every file the image needs, before any task exists."""
 
     def __init__(self, tree: TreeImage, pages: memoryview, inherit_fds: dict[str, int]) -> None:
+        fdkinds.preload(tree.files)  # now: the root child may no longer see torpor's files
         self.tree = tree
         self.pages = pages
         self.inherit_fds = inherit_fds
@@ -312,16 +312,15 @@ def _root_child(plan: Plan, opener: FileOpener, report_fd: int, hold_fd: int,
 # ------------------------------------------------------------------------ restore
 
 
-@dataclass
-class Built:
+class Built(msgspec.Struct):
     """A task being rebuilt: host pid, injectors for its threads, its scratch."""
 
     proc: Process
     host: int
     inj: Injector
     mem_fd: int
-    threads: dict[int, Injector] = field(default_factory=dict)  # vtid -> injector
-    host_tids: dict[int, int] = field(default_factory=dict)  # vtid -> host tid
+    threads: dict[int, Injector] = msgspec.field(default_factory=dict)  # vtid -> injector
+    host_tids: dict[int, int] = msgspec.field(default_factory=dict)  # vtid -> host tid
     plan: Plan | None = None
     lazy: bool = False
     space: object = None  # lazy restore: its userfaultfd and the pages still to copy

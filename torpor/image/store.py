@@ -57,13 +57,10 @@ ADDITIONS (compatible with the contract above):
 from __future__ import annotations
 
 import os
-import platform
-import shutil
 import stat
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import msgspec
@@ -85,6 +82,7 @@ from torpor.image.manifest import (
     encode_manifest,
     manifest_checksum,
 )
+from torpor.image.workers import Workers
 
 __all__ = [
     "FORMAT",
@@ -473,7 +471,7 @@ class ImageWriter:
         self._sync = sync
         self._files: dict[str, FileEntry] = {}
         self._pages: dict[str, PageFile] = {}
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: Workers | None = None
         self._done = False
         self._dfd = -1
         self._open_dir()
@@ -551,7 +549,7 @@ class ImageWriter:
                 torpor_version=_version(),
                 created=time.time(),
                 kernel=uname.release,
-                arch=platform.machine() or uname.machine,
+                arch=uname.machine,
                 kind=kind,
                 xfeatures=int(xfeatures),
                 files=dict(sorted(self._files.items())),
@@ -583,6 +581,8 @@ class ImageWriter:
             return
         self._abandon()
         if remove:
+            import shutil
+
             shutil.rmtree(self.path, ignore_errors=True)
 
     # ---- context manager ---------------------------------------------------------------------
@@ -713,11 +713,9 @@ class ImageWriter:
         finally:
             os.close(fd)
 
-    def _pool(self) -> ThreadPoolExecutor:
+    def _pool(self) -> Workers:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=max(1, len(os.sched_getaffinity(0))), thread_name_prefix="torpor-image"
-            )
+            self._executor = Workers(max(1, len(os.sched_getaffinity(0))), "torpor-image")
         return self._executor
 
     def _abandon(self) -> None:

@@ -236,7 +236,8 @@ def _apply_tty(fd: int, saved: dict | None) -> None:
 def _write_stats(work_path: str, what: str, res) -> None:
     try:
         os.makedirs(work_path, exist_ok=True)
-        fields = res if isinstance(res, dict) else vars(res)
+        # the engine's CheckpointResult is a msgspec Struct: no __dict__, named fields
+        fields = res if isinstance(res, dict) else {k: getattr(res, k) for k in res.__struct_fields__}
         stats = {k: v for k, v in fields.items() if isinstance(v, (int, float, str))}
         write_json_atomic(os.path.join(work_path, f"torpor-{what}-stats.json"), stats, 0o644)
     except (OSError, TypeError):
@@ -445,10 +446,10 @@ def restore_container(root: str, cid: str, image_path: str, *, bundle: str | Non
 
 
 def _warn(res) -> None:
-    import logging
+    from torpor.log import log
 
     for w in getattr(res, "warnings", []) or []:
-        logging.getLogger("torpor").warning("%s", w)
+        log.warning("%s", w)
 
 
 def _clear_for_restore(c: Container) -> None:

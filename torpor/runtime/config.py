@@ -7,14 +7,12 @@ accepted with a logged warning (listed in docs/runtime.md). Nothing is silently 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from torpor.errors import TorporError
-
-log = logging.getLogger("torpor")
+from torpor.log import log
 
 
 class ConfigError(TorporError):

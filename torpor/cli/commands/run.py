@@ -47,9 +47,9 @@ def main(argv: list[str], g) -> int:
         return 0
     proc = raw.get("process") or {}
     if proc.get("terminal") and not a.console_socket:
-        import logging
+        from torpor.log import log
 
-        logging.getLogger("torpor").warning(
+        log.warning(
             "process.terminal is true but there is no --console-socket: the container "
             "uses torpor's stdio")
         proc["terminal"] = False

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 
-@dataclass
 class MapsEntry:
-    start: int
-    end: int
-    perms: str  # e.g. "rw-p"
-    pgoff: int
-    dev: tuple[int, int]
-    inode: int
-    path: str  # "" for anonymous, "[heap]", "/usr/lib/x.so", "/memfd:x (deleted)"
-    vmflags: set[str] = field(default_factory=set)
+    """One line of /proc/PID/maps (and its VmFlags from smaps, when read)."""
+
+    __slots__ = ("start", "end", "perms", "pgoff", "dev", "inode", "path", "vmflags")
+
+    def __init__(self, start: int, end: int, perms: str, pgoff: int, dev: tuple[int, int],
+                 inode: int, path: str, vmflags: set[str] | None = None) -> None:
+        self.start, self.end, self.perms, self.pgoff = start, end, perms, pgoff
+        self.dev, self.inode = dev, inode
+        self.path = path  # "" for anonymous, "[heap]", "/usr/lib/x.so", "/memfd:x (deleted)"
+        self.vmflags = vmflags if vmflags is not None else set()
+
+    def __repr__(self) -> str:
+        return f"MapsEntry({self.start:#x}-{self.end:#x} {self.perms} {self.path!r})"
 
     @property
     def shared(self) -> bool:

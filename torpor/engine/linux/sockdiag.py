@@ -13,7 +13,6 @@ import os
 import socket
 import struct
 import threading
-from dataclasses import dataclass, field
 
 from torpor.engine.linux import sys as lx
 
@@ -29,18 +28,22 @@ CLONE_NEWNET = 0x40000000
 TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN = 1, 7, 10
 
 
-@dataclass
 class UnixDiag:
-    inode: int
-    type: int
-    state: int  # TCP_LISTEN, TCP_ESTABLISHED, TCP_CLOSE (unconnected) ...
-    name: bytes = b""  # bound address (abstract: leading NUL)
-    vfs: tuple[int, int] | None = None  # (inode, dev) of the bound file
-    peer: int = 0
-    icons: list[int] = field(default_factory=list)  # peers of queued connections, in order
-    rqlen: int = 0  # listening: queued connections; else bytes in the receive queue
-    wqlen: int = 0  # listening: the backlog; else bytes in the send queue
-    shutdown: int = 0
+    """What sock_diag says of one unix socket."""
+
+    __slots__ = ("inode", "type", "state", "name", "vfs", "peer", "icons", "rqlen", "wqlen",
+                 "shutdown")
+
+    def __init__(self, inode: int, type: int, state: int) -> None:
+        self.inode, self.type = inode, type
+        self.state = state  # TCP_LISTEN, TCP_ESTABLISHED, TCP_CLOSE (unconnected) ...
+        self.name = b""  # bound address (abstract: leading NUL)
+        self.vfs: tuple[int, int] | None = None  # (inode, dev) of the bound file
+        self.peer = 0
+        self.icons: list[int] = []  # peers of queued connections, in order
+        self.rqlen = 0  # listening: queued connections; else bytes in the receive queue
+        self.wqlen = 0  # listening: the backlog; else bytes in the send queue
+        self.shutdown = 0
 
 
 def _attrs(buf: bytes, off: int, end: int):

@@ -8,38 +8,63 @@ Each kind module provides
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
+import sys
 from typing import TYPE_CHECKING
 
 from torpor.engine.linux import sys as lx
 from torpor.engine.linux.procfs import read_fdinfo
-from torpor.engine.resources.files import (
-    epoll,
-    eventfd,
-    fifo,
-    inet,
-    inotify,
-    memfd,
-    pipe,
-    pty,
-    regular,
-    signalfd,
-    sockopt,
-    timerfd,
-    unix,
-)
 from torpor.errors import TorporError
 from torpor.image.schema import ExternalFile, Fd
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from torpor.engine.dump import DumpContext
 
-KINDS = [regular, pipe]
-KINDS[:0] = [memfd]  # before regular: a memfd's link is a path too
-KINDS += [fifo, eventfd, epoll, signalfd, timerfd, inotify]
-KINDS += [unix, inet]  # sockets: told apart by sockopt.note_families(pid) in scan()
-KINDS += [pty]  # /dev/ptmx masters and /dev/pts/N slaves
+# Kind modules are imported when a file of theirs is met (sockets pull in socket, netlink and
+# threads: ~6 ms that a process without sockets should not pay). Candidates by the link's form,
+# in the order their matches() is asked: a memfd's link is a path too, so it goes first.
+CANDIDATES = {
+    "socket": ("unix", "inet"),  # told apart by sockopt.note_families(pid) in scan()
+    "pipe": ("pipe",),
+    "anon_inode": ("eventfd", "epoll", "signalfd", "timerfd", "inotify"),
+    "path": ("memfd", "regular", "fifo", "pty"),  # pty: /dev/ptmx masters, /dev/pts/N slaves
+}
+BY_TAG = {"unix": "unix", "inet": "inet", "pipe": "pipe", "eventfd": "eventfd", "epoll": "epoll",
+          "signalfd": "signalfd", "timerfd": "timerfd", "inotify": "inotify", "memfd": "memfd",
+          "reg": "regular", "fifo": "fifo", "pty": "pty"}
+
+
+def kind_module(name: str) -> ModuleType:
+    return importlib.import_module(f"torpor.engine.resources.files.{name}")
+
+
+def preload(records: list) -> None:
+    """Import the kinds an image's file records need. Restore opens them in the root child,
+    which may already be inside the container's root, where torpor's modules are not."""
+    for rec in records:
+        name = BY_TAG.get(type(rec).__struct_config__.tag)
+        if name is not None:
+            kind_module(name)
+
+
+def _candidates(link: str) -> tuple[str, ...]:
+    if link.startswith("/"):
+        return CANDIDATES["path"]
+    return CANDIDATES.get(link.split(":", 1)[0], ())
+
+
+def kind_of(link: str, st: os.stat_result) -> ModuleType | None:
+    for name in _candidates(link):
+        mod = kind_module(name)
+        if mod.matches(link, st):
+            return mod
+    return None
+
+
 O_CLOEXEC = 0o2000000
 KCMP_FILE = 0
 
@@ -69,7 +94,7 @@ def scan(pid: int, external=None) -> list[tuple[int, str, os.stat_result]]:
     """The fds of pid with their link text and stat; raises for a kind torpor cannot save
     (unless external(pid, fd, link) names it: the restorer's caller will provide it)."""
     out = []
-    sockopt.note_families(pid)  # socket inode -> family, for the socket kinds' matches()
+    families_noted = False
     for name in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
         fd = int(name)
         try:
@@ -85,7 +110,12 @@ def scan(pid: int, external=None) -> list[tuple[int, str, os.stat_result]]:
         if external is not None and external(pid, fd, link):
             out.append((fd, link, st))
             continue
-        if not any(k.matches(link, st) for k in KINDS):
+        if link.startswith("socket:") and not families_noted:
+            from torpor.engine.resources.files import sockopt
+
+            sockopt.note_families(pid)  # socket inode -> family, for the socket kinds' matches()
+            families_noted = True
+        if kind_of(link, st) is None:
             raise UnsupportedFile(
                 f"process {pid} fd {fd}: cannot checkpoint a {describe_kind(link, st)} ({link})"
             )
@@ -110,7 +140,8 @@ def dump(ctx: DumpContext, pid: int, fds: list[tuple[int, str, os.stat_result]])
             ctx.files.append(rec)
             file_id = rec.id
         if file_id < 0:
-            kind = next(k for k in KINDS if k.matches(link, st))
+            kind = kind_of(link, st)
+            assert kind is not None  # scan() refused every fd without a kind
             rec = kind.dump(ctx, pid, fd, link, st, info)
             rec.id = len(ctx.files)
             ctx.files.append(rec)
@@ -123,7 +154,8 @@ def dump(ctx: DumpContext, pid: int, fds: list[tuple[int, str, os.stat_result]])
 def finish_open(rctx, file_fd) -> None:
     """After every file description is open at its helper fd (file_fd(id) gives it): the steps
     of kinds that refer to other files (epoll interest lists)."""
-    for k in KINDS:
+    for name in set(BY_TAG.values()):
+        k = sys.modules.get(f"torpor.engine.resources.files.{name}")  # kinds met by this image
         fin = getattr(k, "finish_open", None)
         if fin is not None:
             fin(rctx, file_fd)
@@ -135,7 +167,7 @@ def open_for_restore(rec, rctx) -> int:
         if fd is None:
             raise TorporError(f"the image needs the caller to provide {rec.key!r}")
         return os.dup(fd)
-    for k in KINDS:
-        if k.TAG == type(rec).__struct_config__.tag:
-            return k.open(rec, rctx)
+    name = BY_TAG.get(type(rec).__struct_config__.tag)
+    if name is not None:
+        return kind_module(name).open(rec, rctx)
     raise TorporError(f"image holds a file of unknown kind {type(rec).__name__}")
