@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         common.log("warning: torpor checkpoint/restore need root")
     common.become_subreaper()
+    common.precompile()
     ctx = Ctx(a)
     t0 = time.monotonic()
     try:

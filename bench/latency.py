@@ -1,9 +1,10 @@
 """Whole-command latency (interpreter start included), interleaved run by run:
   checkpoint / restore  `torpor checkpoint --pid` and `torpor restore` of a tiny static C
                         process (memhog with 0 MiB: a 1 ms sleep loop)
-  state_missing         `python3 -m torpor --root <empty tmp> state x` (exit 1: no container):
-                        the start-up cost containerd pays on every operation
-  version               `python3 -m torpor --version`
+  state_missing         `torpor --root <empty tmp> state x` (exit 1: no container): the
+                        start-up cost containerd pays on every operation
+  version               `torpor --version`
+(torpor = the installed script beside the interpreter, as containerd runs it)
   python_bare           `python3 -c pass`: the interpreter alone, for reference
 Runs = 3 x --runs (these are cheap)."""
 

@@ -355,17 +355,20 @@ def checkpoint_tree(
     file_locks: bool = False,
     track_mem: bool = False,
     parent_path: str | None = None,
+    sync: bool = False,
 ) -> CheckpointResult:
     """Checkpoint root_pid and all its descendants into a new image at image_path.
 
     freezer: a freezer cgroup directory holding the tree (containers); on_frozen(writer) runs
     while the tree is stopped, for the caller's own files; external(pid, fd, link) may name
-    an fd that restore will be handed by its caller instead of recreating it."""
+    an fd that restore will be handed by its caller instead of recreating it. sync: return only
+    once the image is on disk (fsync); without it the image is in the page cache, and restore
+    still refuses one torn by a crash, by its checksums."""
     t0 = time.monotonic()
     if root_pid == os.getpid():
         raise freeze.FreezeError("torpor cannot checkpoint itself")
     # refuses a used path before any process is touched
-    writer = ImageWriter(image_path, compress=compress)
+    writer = ImageWriter(image_path, compress=compress, sync=sync)
     tree = None
     ctx = None
     released = False
@@ -465,8 +468,8 @@ def _kcmp(pid1: int, pid2: int, kind: int) -> bool:
 def checkpoint(pid: int, image_path: str, leave_running: bool = False,
                meta: dict | None = None, compress: str | None = None,
                file_locks: bool = False, track_mem: bool = False,
-               parent_path: str | None = None) -> CheckpointResult:
+               parent_path: str | None = None, sync: bool = False) -> CheckpointResult:
     """Checkpoint a host process and its descendants."""
     return checkpoint_tree(pid, image_path, leave_running=leave_running, meta=meta,
                            compress=compress, file_locks=file_locks, track_mem=track_mem,
-                           parent_path=parent_path)
+                           parent_path=parent_path, sync=sync)

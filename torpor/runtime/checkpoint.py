@@ -129,7 +129,8 @@ def _save_ipc(pid: int, raw: dict, cid: str) -> dict | None:
 
 
 def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running: bool = False,
-                         work_path: str | None = None, file_locks: bool = False):
+                         work_path: str | None = None, file_locks: bool = False,
+                         sync: bool = False):
     """Checkpoint container cid into a new image at image_path; returns the engine's result."""
     from torpor.engine.dump import checkpoint_tree
     from torpor.runtime import criu_files, nsstate, tmpfs_state
@@ -193,7 +194,8 @@ def checkpoint_container(root: str, cid: str, image_path: str, *, leave_running:
         # checkpoint lets it go on), so PTRACE_SECCOMP_GET_FILTER works there
         res = checkpoint_tree(init, image_path, leave_running=leave_running,
                               freezer=c.freezer_path or None, meta=meta,
-                              on_frozen=on_frozen, external=external, file_locks=file_locks)
+                              on_frozen=on_frozen, external=external, file_locks=file_locks,
+                              sync=sync)
         if work_path:
             _write_stats(work_path, "dump", res)
         if leave_running:

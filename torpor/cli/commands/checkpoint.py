@@ -22,6 +22,9 @@ def _parser() -> Parser:
     p.add_argument("--track-mem", action="store_true",
                    help="keep tracking written pages after a --leave-running checkpoint")
     p.add_argument("--compress", choices=["none", "zstd"], default="none", help="compress page data")
+    p.add_argument("--sync", action="store_true",
+                   help="return once the image is on disk (fsync); without it, as CRIU, the "
+                        "image may still be in the page cache (restore checks its checksums)")
     p.add_argument("container_id", nargs="?", help="container to checkpoint")
     return p
 
@@ -62,7 +65,7 @@ def main(argv: list[str], g) -> int:
         res = checkpoint(args.pid, args.image_path, leave_running=args.leave_running,
                          compress=None if args.compress == "none" else args.compress,
                          file_locks=args.file_locks, track_mem=args.track_mem,
-                         parent_path=args.parent_path)
+                         parent_path=args.parent_path, sync=args.sync)
         if g.debug:
             print(f"checkpointed {res.pid}: {res.threads} threads, frozen {res.frozen_seconds * 1000:.1f} ms")
         return 0
@@ -86,7 +89,7 @@ def main(argv: list[str], g) -> int:
         res = rt_checkpoint.checkpoint_container(g.root, args.container_id, target,
                                                  leave_running=args.leave_running,
                                                  work_path=args.work_path,
-                                                 file_locks=args.file_locks)
+                                                 file_locks=args.file_locks, sync=args.sync)
     except Exception as err:
         if target != args.image_path:
             shutil.rmtree(target, ignore_errors=True)

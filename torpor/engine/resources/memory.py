@@ -279,25 +279,27 @@ def _share_with_parent(ctx: DumpContext, runs: list[tuple[Vma, int, int]], entri
     return out
 
 
+# pagemap entry byte 7 (bits 56-63) -> bit 56, "page exclusively mapped": translate() makes the
+# per-page flags one bytes object, and find() walks it run by run in C
+_EXCLUSIVE = bytes(b & 1 for b in range(256))
+
+
 def _split_by_sharing(runs: list[tuple[Vma, int, int]], entries: list[bytes]) -> list:
     """[(runs, entries, via_mem)]: pages mapped exclusively (pagemap bit 56), read with
     process_vm_readv, and the others, read through /proc/PID/mem."""
-    import array
-
-    out = {True: ([], []), False: ([], [])}
+    out: dict[bool, tuple[list, list]] = {True: ([], []), False: ([], [])}
     for (v, addr, _length), raw in zip(runs, entries, strict=True):
-        ents = array.array("Q", raw)
-        start, cur = 0, None
-        for i in range(len(ents) + 1):
-            kind = None if i == len(ents) else bool(ents[i] >> 56 & 1)
-            if cur is None:
-                cur = kind
-                continue
-            if kind != cur:
-                rs, es = out[cur]
-                rs.append((v, addr + start * PAGE_SIZE, (i - start) * PAGE_SIZE))
-                es.append(raw[start * 8 : i * 8])
-                start, cur = i, kind
+        exclusive = raw[7::8].translate(_EXCLUSIVE)
+        n, start = len(exclusive), 0
+        while start < n:
+            kind = exclusive[start]
+            end = exclusive.find(b"\x00" if kind else b"\x01", start)
+            if end < 0:
+                end = n
+            rs, es = out[bool(kind)]
+            rs.append((v, addr + start * PAGE_SIZE, (end - start) * PAGE_SIZE))
+            es.append(raw[start * 8 : end * 8])
+            start = end
     return [(out[True][0], out[True][1], False), (out[False][0], out[False][1], True)]
 
 
