@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench import common
 
-BENCHES = ["limits", "memory", "latency", "tree", "pyapp", "image_write"]
+BENCHES = ["limits", "memory", "latency", "tree", "pyapp", "incremental", "image_write"]
 
 
 class Ctx:

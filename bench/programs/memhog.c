@@ -2,14 +2,20 @@
  * malloc and fill MIB MiB with a pattern (every page dirty, different content per page), write
  * "ADDR SIZE\n" to READY_FILE (via a temp name + rename), then loop forever: sleep ~1 ms and, if
  * TS_FILE is given, append the CLOCK_MONOTONIC time in ns (8 bytes) to it. The benchmark reads
- * the timestamps back and computes the longest pause the process saw. MIB 0 = a tiny process. */
+ * the timestamps back and computes the longest pause the process saw. MIB 0 = a tiny process.
+ * SIGUSR1: write one byte in every 10th page, then create READY_FILE.dirtyN (N = 1, 2, ...):
+ * the pages an incremental checkpoint must store again. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
+
+static volatile sig_atomic_t dirty_requested;
+static void on_usr1(int sig) { (void)sig; dirty_requested = 1; }
 
 int main(int argc, char **argv) {
     if (argc < 3) { fprintf(stderr, "usage: memhog MIB READY [TS]\n"); return 2; }
@@ -32,9 +38,22 @@ int main(int argc, char **argv) {
     fprintf(f, "%lu %lu\n", (unsigned long)(uintptr_t)buf, (unsigned long)size);
     fclose(f);
     rename(tmp, argv[2]);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
     struct timespec d = {0, 1000000}, now;
     volatile uint64_t sum = 0;
+    int dirtied = 0;
     for (;;) {
+        if (dirty_requested) {
+            dirty_requested = 0;
+            for (size_t off = 0; off < size; off += 10 * 4096) buf[off]++;
+            snprintf(tmp, sizeof tmp, "%s.dirty%d", argv[2], ++dirtied);
+            int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+            if (fd >= 0) close(fd);
+        }
         nanosleep(&d, NULL);
         if (ts >= 0) {
             clock_gettime(CLOCK_MONOTONIC, &now);
