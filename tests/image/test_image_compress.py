@@ -122,3 +122,27 @@ def test_random_access(tmp_path_factory, sizes, vectored, chunk, compress, reads
             off = int(a * len(want))
             n = int(b * (len(want) - off))
             assert r.read_pages("pages", off, n) == want[off : off + n]
+
+
+def test_decompress_pages_to_fd_in_parallel(tmp_path):
+    """restore unpacks a compressed page file into a memfd, frames on every CPU at once."""
+    data = os.urandom(300 << 10) + bytes(1 << 20) + os.urandom(777)
+    w = ImageWriter(tmp_path / "i", compress="zstd", chunk_size=64 << 10, sync=False)
+    w.page_file("pages").write(data)
+    w.commit()
+    fd = os.memfd_create("t", os.MFD_CLOEXEC)
+    try:
+        with ImageReader(tmp_path / "i") as r:
+            assert r.decompress_pages_to("pages", fd) == len(data)
+        assert os.pread(fd, len(data) + 1, 0) == data
+    finally:
+        os.close(fd)
+    with open(tmp_path / "i" / "pages.img", "r+b") as f:  # damage a frame in the middle
+        f.seek(os.path.getsize(tmp_path / "i" / "pages.img") // 2)
+        f.write(b"\xff" * 64)
+    fd = os.memfd_create("t", os.MFD_CLOEXEC)
+    try:
+        with ImageReader(tmp_path / "i") as r, pytest.raises(ImageError, match="pages.img.*damaged"):
+            r.decompress_pages_to("pages", fd)
+    finally:
+        os.close(fd)

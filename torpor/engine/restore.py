@@ -523,18 +523,13 @@ class _ParentImages:
 
 def _page_source(reader: ImageReader) -> tuple[int, int, bool]:
     """An fd of the raw page data, its size, and whether the caller must close it: the page
-    file itself, or (compressed) a memfd it is decompressed into, 64 MiB at a time."""
+    file itself, or (compressed) a memfd it is decompressed into."""
     size = reader.pages_size("pages")
     entry = reader.manifest.files.get("pages.img")
     if entry is None or not entry.compression:
         return reader.page_fd("pages"), size, False
     fd = os.memfd_create("torpor-pages", os.MFD_CLOEXEC)
-    step = 64 << 20
-    for off in range(0, size, step):
-        data = reader.read_pages("pages", off, min(step, size - off))
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+    reader.decompress_pages_to("pages", fd)
     return fd, size, True
 
 

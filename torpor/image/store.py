@@ -829,6 +829,48 @@ class ImageReader:
             pos += take
         return bytes(out)
 
+    def decompress_pages_to(self, name: str, fd: int) -> int:
+        """Write the logical content of page file `name` into fd (e.g. a memfd), frames
+        decompressed on every CPU at once (zstd and pwrite release the GIL); returns its size."""
+        filename = name + ".img"
+        entry = self._entry(filename, PAGES)
+        if not entry.compression:
+            raise _e(f"image {self.path}: {filename} is not compressed")
+        idx = self._index(name, entry)
+        os.ftruncate(fd, idx.raw_size)
+        nframes = len(idx.offsets) - 1
+        self._page_fd_raw(filename)  # opened here, not by two workers at once
+        local = threading.local()
+
+        def one(i: int) -> None:
+            if getattr(local, "dctx", None) is None:
+                import zstandard
+
+                local.dctx = zstandard.ZstdDecompressor()
+            frame = self._decode_frame(filename, idx, i, local.dctx)
+            view, pos = memoryview(frame), i * idx.chunk_size
+            while view:
+                n = os.pwrite(fd, view, pos)
+                view, pos = view[n:], pos + n
+
+        ncpu = max(1, len(os.sched_getaffinity(0)))
+        if nframes <= 1 or ncpu == 1:
+            for i in range(nframes):
+                one(i)
+            return idx.raw_size
+        workers = Workers(ncpu, "torpor-unzstd")
+        try:
+            jobs = []
+            for i in range(nframes):
+                jobs.append(workers.submit(one, i))
+                if len(jobs) >= 2 * ncpu:  # bounded: frames are 4 MiB each
+                    jobs.pop(0).result()
+            for job in jobs:
+                job.result()
+        finally:
+            workers.shutdown()
+        return idx.raw_size
+
     def pages_size(self, name: str) -> int:
         entry = self._entry(name + ".img", PAGES)
         return entry.raw_size if entry.compression else entry.size
@@ -1029,13 +1071,19 @@ class ImageReader:
         c = self._cache
         if c is not None and c[0] == name and c[1] == i:
             return c[2]
-        start, end = idx.offsets[i], idx.offsets[i + 1]
-        raw = self._pread(filename, self._page_fd_raw(filename), start, end - start)
-        want = min(idx.chunk_size, idx.raw_size - i * idx.chunk_size)
         if self._dctx is None:
             import zstandard
 
             self._dctx = zstandard.ZstdDecompressor()
+        out = self._decode_frame(filename, idx, i, self._dctx)
+        self._cache = (name, i, out)
+        return out
+
+    def _decode_frame(self, filename: str, idx: FrameIndex, i: int, dctx: Any) -> bytes:
+        """Frame i, decompressed by dctx (one per thread: a decompressor is not thread-safe)."""
+        start, end = idx.offsets[i], idx.offsets[i + 1]
+        raw = self._pread(filename, self._page_fd_raw(filename), start, end - start)
+        want = min(idx.chunk_size, idx.raw_size - i * idx.chunk_size)
         try:
             import zstandard
 
@@ -1043,7 +1091,7 @@ class ImageReader:
                 raise _e(
                     f"image {self.path}: {filename}: frame {i} has the wrong size (damaged image)"
                 )
-            out = self._dctx.decompress(raw)
+            out = dctx.decompress(raw)
         except ImageError:
             raise
         except Exception as e:  # zstandard.ZstdError and friends
@@ -1052,5 +1100,4 @@ class ImageReader:
             ) from e
         if len(out) != want:
             raise _e(f"image {self.path}: {filename}: frame {i} has the wrong size (damaged image)")
-        self._cache = (name, i, out)
         return out
