@@ -12,16 +12,26 @@ if TYPE_CHECKING:
     from torpor.engine.inject import Injector
 
 NSIG = 64
-SIGKILL, SIGSTOP = 9, 19
+SIGKILL, SIGSTOP, SIGCHLD = 9, 19, 17
 SIG_IGN = 1
 _KSIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask (struct kernel_sigaction)
 _STACK_T = struct.Struct("<QiiQ")  # ss_sp, ss_flags, pad, ss_size
 
 
 def dump_sigactions(inj: Injector, scratch: int) -> list[SigAction]:
+    """Injected rt_sigaction for the signals /proc/PID/status shows caught or ignored, and
+    SIGCHLD (SA_NOCLDSTOP/SA_NOCLDWAIT act on SIG_DFL too). Any other signal has SIG_DFL,
+    whose flags, mask and restorer take no part in delivery: saved as zeros, which saves
+    ~60 injected calls a process."""
+    with open(f"/proc/{inj.pid}/status") as f:
+        fields = dict(ln.split(":", 1) for ln in f if ln.startswith(("SigIgn:", "SigCgt:")))
+    handled = int(fields["SigIgn"], 16) | int(fields["SigCgt"], 16) | 1 << (SIGCHLD - 1)
     out = []
     for sig in range(1, NSIG + 1):
         if sig in (SIGKILL, SIGSTOP):
+            continue
+        if not handled >> (sig - 1) & 1:
+            out.append(SigAction(sig, 0, 0, 0, 0))
             continue
         inj.call("rt_sigaction", sig, 0, scratch, 8)
         handler, flags, restorer, mask = _KSIGACTION.unpack(inj.read(scratch, _KSIGACTION.size))
