@@ -77,6 +77,9 @@ class DumpContext(msgspec.Struct, dict=True):
     mem_fd: int = -1
     files: list = msgspec.field(default_factory=list)
     fd_owner: dict = msgspec.field(default_factory=dict)
+    # (st_dev, st_ino) -> [(pid, fd, file id)]: one entry per open file description saved, so
+    # that a new fd is compared (kcmp) only with descriptions of the same file
+    descriptions: dict = msgspec.field(default_factory=dict)
     mapped_files: dict = msgspec.field(default_factory=dict)
     pipes: dict = msgspec.field(default_factory=dict)
     external: Callable[[int, int, str], str | None] | None = None

@@ -130,7 +130,8 @@ def dump(ctx: DumpContext, pid: int, fds: list[tuple[int, str, os.stat_result]])
         flags = int(info.get("flags", "0"), 8)
         # a description already saved (dup'ed fd, or inherited across fork) keeps its id
         file_id = -1
-        for (opid, ofd), fid in ctx.fd_owner.items():
+        same_file = ctx.descriptions.setdefault((st.st_dev, st.st_ino), [])
+        for opid, ofd, fid in same_file:
             if _same_description(opid, ofd, pid, fd):
                 file_id = fid
                 break
@@ -146,6 +147,8 @@ def dump(ctx: DumpContext, pid: int, fds: list[tuple[int, str, os.stat_result]])
             rec.id = len(ctx.files)
             ctx.files.append(rec)
             file_id = rec.id
+        if not any(fid == file_id for _, _, fid in same_file):
+            same_file.append((pid, fd, file_id))
         ctx.fd_owner[(pid, fd)] = file_id
         out.append(Fd(fd, file_id, bool(flags & O_CLOEXEC)))
     return out
