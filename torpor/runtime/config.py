@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
-from typing import Any
 
 from torpor.errors import TorporError
 from torpor.log import log
+from torpor.records import factory, record
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms on `create`
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ConfigError(TorporError):
@@ -29,51 +32,51 @@ RLIMITS = {
 }
 
 
-@dataclass
+@record
 class User:
     uid: int = 0
     gid: int = 0
-    additional_gids: list[int] = field(default_factory=list)
+    additional_gids: list[int] = factory(list)
     umask: int | None = None
 
 
-@dataclass
+@record
 class Capabilities:
-    bounding: list[str] = field(default_factory=list)
-    effective: list[str] = field(default_factory=list)
-    inheritable: list[str] = field(default_factory=list)
-    permitted: list[str] = field(default_factory=list)
-    ambient: list[str] = field(default_factory=list)
+    bounding: list[str] = factory(list)
+    effective: list[str] = factory(list)
+    inheritable: list[str] = factory(list)
+    permitted: list[str] = factory(list)
+    ambient: list[str] = factory(list)
 
 
-@dataclass
+@record
 class Process:
     args: list[str]
-    env: list[str] = field(default_factory=list)
+    env: list[str] = factory(list)
     cwd: str = "/"
-    user: User = field(default_factory=User)
+    user: User = factory(User)
     terminal: bool = False
-    rlimits: list[tuple[int, int, int]] = field(default_factory=list)  # (resource, soft, hard)
+    rlimits: list[tuple[int, int, int]] = factory(list)  # (resource, soft, hard)
     no_new_privileges: bool = False
     capabilities: Capabilities | None = None
     oom_score_adj: int | None = None
 
 
-@dataclass
+@record
 class Mount:
     destination: str
     type: str = ""
     source: str = ""
-    options: list[str] = field(default_factory=list)
+    options: list[str] = factory(list)
 
 
-@dataclass
+@record
 class Namespace:
     type: str
     path: str = ""
 
 
-@dataclass
+@record
 class Device:
     path: str
     type: str
@@ -84,7 +87,7 @@ class Device:
     gid: int = 0
 
 
-@dataclass
+@record
 class Resources:
     memory_limit: int | None = None
     memory_reservation: int | None = None
@@ -96,11 +99,11 @@ class Resources:
     cpu_period: int | None = None
     cpu_cpus: str | None = None
     cpu_mems: str | None = None
-    devices: list[dict[str, Any]] = field(default_factory=list)
-    unified: dict[str, str] = field(default_factory=dict)
+    devices: list[dict[str, Any]] = factory(list)
+    unified: dict[str, str] = factory(dict)
 
 
-@dataclass
+@record
 class Config:
     raw: dict[str, Any]
     oci_version: str
@@ -119,7 +122,7 @@ class Config:
     sysctl: dict[str, str]
     rootfs_propagation: str
     annotations: dict[str, str]
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = factory(list)
 
     def namespace(self, kind: str) -> Namespace | None:
         for ns in self.namespaces:

@@ -22,9 +22,9 @@ import socket
 import struct
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from torpor.errors import TorporError
+from torpor.records import factory, record
 from torpor.runtime import console, rootfs, seccomp  # imported before pivot_root
 from torpor.runtime import linux as L
 
@@ -43,14 +43,14 @@ class InitError(TorporError):
     pass
 
 
-@dataclass
+@record
 class Plan:
     process: object  # config.Process
     cgroup: object  # cgroups.Cgroup
     cfg: object | None = None  # config.Config: a new container (rootfs set-up); None for exec
     state_dir: str | None = None  # where exec.fifo is; None: execve at once (exec)
-    join: list[tuple[str, str]] = field(default_factory=list)  # (ns type, path) to setns
-    unshare: list[str] = field(default_factory=list)  # ns types to create
+    join: list[tuple[str, str]] = factory(list)  # (ns type, path) to setns
+    unshare: list[str] = factory(list)  # ns types to create
     stdio: tuple[int, int, int] | None = None  # fds for 0,1,2; None inherits the caller's
     pty_slave: int | None = None
     pty_name: str = ""

@@ -10,7 +10,6 @@ get_filters(pid)                    the filters of a ptrace-stopped tracee (ours
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 
@@ -53,12 +52,17 @@ _lib = None
 def _libseccomp():
     global _lib
     if _lib is None:
-        name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
-        try:
-            lib = ctypes.CDLL(name, use_errno=True)
+        try:  # the soname first: find_library runs `ldconfig -p` (~10 ms, every `create`)
+            lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
         except OSError:
-            raise SeccompError("linux.seccomp needs libseccomp (apt-get install libseccomp2)"
-                               ) from None
+            from ctypes.util import find_library
+
+            name = find_library("seccomp")
+            try:
+                lib = ctypes.CDLL(name or "libseccomp.so.2", use_errno=True)
+            except OSError:
+                raise SeccompError("linux.seccomp needs libseccomp (apt-get install "
+                                   "libseccomp2)") from None
         lib.seccomp_init.restype = ctypes.c_void_p
         lib.seccomp_init.argtypes = [ctypes.c_uint32]
         lib.seccomp_release.argtypes = [ctypes.c_void_p]
