@@ -5,8 +5,10 @@ CLOCK_MONOTONIC timestamp to a file).
 Per size and run (sizes interleaved, order rotated run by run):
   1. `torpor checkpoint --pid P --leave-running`: wall time, MiB/s, image size, and the frozen
      time = the largest gap between consecutive timestamps of the process around the command;
-  2. `torpor checkpoint --pid P` (the process is stopped and killed): wall time, MiB/s;
-  3. `torpor restore` of that image: wall time (it returns when the process runs), MiB/s.
+  2. `torpor checkpoint --pid P` (the process is stopped and killed): wall time, MiB/s, and
+     its ratio to the page-cache write of N MiB measured just before it;
+  3. `torpor restore` of that image: wall time (it returns when the process runs), MiB/s, and
+     its ratio to the first touch of N MiB measured just before it.
 MiB/s = dirty MiB / wall time of the whole command (interpreter start included)."""
 
 from __future__ import annotations
@@ -78,22 +80,29 @@ def one(ctx, mib: int, r: int, acc: dict) -> None:
         else:
             _fail(acc, "checkpoint_leave_running", res.why())
         drop_pages(img1)
-        # 2. checkpoint (stop + kill)
+        # 2. checkpoint (stop + kill), right after the page-cache write limit at the same size
+        # (this VM's memory speed drifts by 2x over minutes: a ratio needs both at one moment)
+        from bench import limits
+
+        pcw = limits.page_cache_write(mib * MiB, d)
         img2 = d / "img"
         res = torpor("checkpoint", "--pid", p.pid, "--image-path", img2)
         if not res.ok():
             _fail(acc, "checkpoint", res.why())
             return
         acc["ck_s"].append(res.secs)
+        acc["ck_vs_pcw"].append(mib / res.secs / pcw)
         wait_gone(p.pid)
         reap_zombies()
-        # 3. restore
+        # 3. restore, right after the first-touch limit at the same size
+        ft = limits.first_touch(mib * MiB)
         res = torpor("restore", "--image-path", img2)
         rpid = restored_pid(res)
         if rpid is None:
             _fail(acc, "restore", res.why())
             return
         acc["rs_s"].append(res.secs)
+        acc["rs_vs_ft"].append(mib / res.secs / ft)
         # 4. the same image, restored lazily: the command returns when the process runs; its
         # memory arrives on demand and in the background (until its RSS holds all of it)
         kill_tree(rpid)
@@ -129,7 +138,8 @@ def _rss_kib(pid: int) -> int:
 def run(ctx) -> None:
     sizes = ctx.sizes
     accs = {m: {"lr_s": [], "frozen_ms": [], "image_mib": [], "image_alloc_mib": [], "ck_s": [],
-                "rs_s": [], "lazy_s": [], "lazy_full_s": [], "errors": {}} for m in sizes}
+                "rs_s": [], "lazy_s": [], "lazy_full_s": [], "ck_vs_pcw": [], "rs_vs_ft": [],
+                "errors": {}} for m in sizes}
     for r in range(ctx.runs):
         for mib in rotate(sizes, r):
             log(f"  run {r + 1}/{ctx.runs}: {mib} MiB")
@@ -156,14 +166,19 @@ def run(ctx) -> None:
         rec_lz = emit(b, "restore_lazy_s", a["lazy_s"], "s", e.get("restore_lazy"))
         rec_lzf = emit(b, "restore_lazy_all_pages_s", a["lazy_full_s"], "s", e.get("restore_lazy"))
         ratio_ck = ratio_rs = None
-        if pcw and "median" in rec_ckr:
-            ratio_ck = rec_ckr["median"] / pcw
-            emit(b, "checkpoint_vs_page_cache_write", [ratio_ck], "ratio", target=0.8,
-                 page_cache_write_mib_s=pcw)
+        if pcw and "median" in rec_ckr:  # against the limits bench, run before
+            emit(b, "checkpoint_vs_page_cache_write", [rec_ckr["median"] / pcw], "ratio",
+                 target=0.8, page_cache_write_mib_s=pcw)
         if ft and "median" in rec_rsr:
-            ratio_rs = rec_rsr["median"] / ft
-            emit(b, "restore_vs_first_touch", [ratio_rs], "ratio", target=0.8,
+            emit(b, "restore_vs_first_touch", [rec_rsr["median"] / ft], "ratio", target=0.8,
                  first_touch_mib_s=ft)
+        # per run, against the limit measured just before the command, at the same size
+        rec = emit(b, "checkpoint_vs_page_cache_write_same_moment", a["ck_vs_pcw"], "ratio",
+                   e.get("checkpoint"), target=0.8)
+        ratio_ck = rec.get("median")
+        rec = emit(b, "restore_vs_first_touch_same_moment", a["rs_vs_ft"], "ratio",
+                   e.get("restore") or e.get("checkpoint"), target=0.8)
+        ratio_rs = rec.get("median")
         log(f"  {mib:5d} MiB: checkpoint {_m(rec_ck)} s ({_m(rec_ckr)} MiB/s, "
             f"{_pct(ratio_ck)} of page-cache write), frozen {_m(rec_fz)} ms, image "
             f"{_m(rec_img)} MiB; restore {_m(rec_rs)} s ({_m(rec_rsr)} MiB/s, "
