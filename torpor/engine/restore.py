@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torpor.engine import freeze
+from torpor.engine.batch import AREA_SIZE as BATCH_AREA_SIZE
 from torpor.engine.clone import fork_with_pid
 from torpor.engine.inject import Injector, Scratch, find_syscall_insn
 from torpor.engine.linux import ptrace as pt
@@ -600,8 +601,10 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
     # one scratch address, free in every saved layout and in ours; children inherit it
     avoid = [(v.start, v.end) for p in tree.processes for v in p.vmas]
     current = read_maps(root_host, with_flags=False)
-    scratch_size = 4 * lx.PAGE_SIZE
-    scratch = Scratch(inj, size=scratch_size,
+    # argument pages, then the batch area (executable: the batched-syscall loop runs there)
+    args_size = 4 * lx.PAGE_SIZE
+    scratch_size = args_size + BATCH_AREA_SIZE
+    scratch = Scratch(inj, size=args_size, batch=BATCH_AREA_SIZE,
                       at=_free_address(scratch_size, avoid + [(e.start, e.end) for e in current]))
     s = scratch.addr
     children_of: dict[int, list[Process]] = {}
@@ -731,6 +734,7 @@ def _fork_child(parent: Built, child: Process, s: int, built: dict[int, Built]) 
     mem_fd = os.open(f"/proc/{host}/mem", os.O_RDWR | os.O_CLOEXEC)
     cinj = Injector(host, host, mem_fd, inj.syscall_ip)
     cinj.saved_sigmask = parent.inj.saved_sigmask
+    cinj.share_batch_area(inj)  # the child inherited the scratch with the parent's memory
     built[child.pid] = Built(child, host, cinj, mem_fd)
 
 
@@ -827,13 +831,15 @@ def _rebuild_memory(b: Built, plan: Plan, s: int, scratch_size: int,
     current = read_maps(host, with_flags=False)
     cur_special = _special_areas(current)
     keep = sorted([*cur_special.values(), (s, s + scratch_size)])
+    # one batch of injected calls (one round trip): it runs from the scratch, which stays
+    batch = inj.batch()
     pos = lx.PAGE_SIZE
     for ks, ke in keep:
         if ks > pos:
-            inj.call("munmap", pos, ks - pos)
+            batch.add("munmap", pos, ks - pos)
         pos = max(pos, ke)
     if pos < TASK_SIZE:
-        inj.call("munmap", pos, TASK_SIZE - pos)
+        batch.add("munmap", pos, TASK_SIZE - pos)
 
     # vvar and vDSO move together to where the image had them (parked first: may overlap);
     # the vDSO holds the syscall instruction we execute, so it moves last each time
@@ -848,26 +854,25 @@ def _rebuild_memory(b: Built, plan: Plan, s: int, scratch_size: int,
     insn_offset = inj.syscall_ip - old_vdso  # where the syscall instruction is in the vDSO
     for kind in order:
         a, e = cur_special[kind]
-        inj.call("mremap", a, e - a, e - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, park + (a - lo))
-    inj.syscall_ip = park + (old_vdso - lo) + insn_offset
+        batch.add("mremap", a, e - a, e - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, park + (a - lo))
     for kind in order:
         a, e = cur_special[kind]
         dest = tgt_special.get(kind)
         if dest is None:
-            inj.call("munmap", park + (a - lo), e - a)
+            batch.add("munmap", park + (a - lo), e - a)
             continue
-        inj.call("mremap", park + (a - lo), e - a, e - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, dest[0])
-    inj.syscall_ip = tgt_special["vdso"][0] + insn_offset
+        batch.add("mremap", park + (a - lo), e - a, e - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, dest[0])
 
     # mm fields, auxv and exe before the areas exist (exe_fd is EBUSY while the old exe is mapped)
     mm = proc.mm
     auxv = mm.auxv[:416]
+    auxv_addr = batch.data(auxv)
     mm_map = struct.pack("<11QQII", mm.start_code, mm.end_code, mm.start_data, mm.end_data,
                          mm.start_brk, mm.brk, mm.start_stack, mm.arg_start, mm.arg_end,
-                         mm.env_start, mm.env_end, s + 128, len(auxv), plan.exe(proc.pid))
-    inj.write(s, mm_map)
-    inj.write(s + 128, auxv)
-    inj.call("prctl", lx.PR_SET_MM, lx.PR_SET_MM_MAP, s, len(mm_map), 0)
+                         mm.env_start, mm.env_end, auxv_addr, len(auxv), plan.exe(proc.pid))
+    batch.add("prctl", lx.PR_SET_MM, lx.PR_SET_MM_MAP, batch.data(mm_map), len(mm_map), 0)
+    batch.run()
+    inj.syscall_ip = tgt_special["vdso"][0] + insn_offset
 
 
 def _register_lazy(b: Built, vmas: list, sources: dict) -> object:
@@ -940,20 +945,22 @@ def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
     for th in proc.threads[1:]:
         host_tid = _inject_clone3(inj, s, THREAD_FLAGS, 0, th.tid, f"thread {th.tid}")
         b.threads[th.tid] = Injector(host, host_tid, b.mem_fd, inj.syscall_ip)
+        b.threads[th.tid].share_batch_area(inj)
         b.host_tids[th.tid] = host_tid
 
     full_root = task.creds_are_root_full(proc.creds, lastcap)
     ignored = signals.ignored_signals(proc.sigactions)
     for th in proc.threads:
         ti = b.threads[th.tid]
+        tb = ti.batch()
         if th.robust_list:
-            ti.call("set_robust_list", th.robust_list, th.robust_len or ROBUST_LIST_HEAD_SIZE)
-        ti.call("set_tid_address", th.clear_child_tid)
-        signals.restore_altstack(ti, s, th.altstack_sp, th.altstack_flags, th.altstack_size)
-        ti.write(s, th.name.encode()[:15] + b"\0")
-        ti.call("prctl", lx.PR_SET_NAME, s, 0, 0, 0)
+            tb.add("set_robust_list", th.robust_list, th.robust_len or ROBUST_LIST_HEAD_SIZE)
+        tb.add("set_tid_address", th.clear_child_tid)
+        tb.add("prctl", lx.PR_SET_NAME, tb.data(th.name.encode()[:15] + b"\0"), 0, 0, 0)
         if th.rseq_ptr:
-            ti.call("rseq", th.rseq_ptr, th.rseq_len, 0, th.rseq_sig)
+            tb.add("rseq", th.rseq_ptr, th.rseq_len, 0, th.rseq_sig)
+        tb.run()
+        signals.restore_altstack(ti, s, th.altstack_sp, th.altstack_flags, th.altstack_size)
         signals.restore_pending(ti, s, proc.pid, th.tid, th.pending, False, ignored)
     signals.restore_pending(inj, s, proc.pid, proc.pid, proc.shared_pending, True, ignored)
     b.plan = plan

@@ -399,22 +399,27 @@ def mmap_flags(v: Vma) -> int:
 
 
 def restore_areas(t: TaskRestore, vmas: list[Vma]) -> None:
-    """Map every area (except the vDSO/vvar, moved separately) at its address."""
+    """Map every area (except the vDSO/vvar, moved separately) at its address: one batch of
+    injected syscalls when the task has a batch area (one round trip for all of them)."""
     inj = t.inj
+    batch = inj.batch() if inj.batch_area is not None else None
+    call = batch.add if batch is not None else inj.call
     for v in vmas:
         if v.kind in SPECIAL.values():
             continue
         length = v.end - v.start
         if v.kind == "anon":
-            inj.call("mmap", v.start, length, v.prot, mmap_flags(v), -1, 0)
+            call("mmap", v.start, length, v.prot, mmap_flags(v), -1, 0)
         else:
             fd = t.file_fds.get(v.file_id)
             if fd is None:
                 raise TorporError(f"process {t.pid}: no file for mapping {v.path or 'anonymous'} at {v.start:#x}")
-            inj.call("mmap", v.start, length, v.prot, mmap_flags(v) & ~MAP_ANONYMOUS, fd, v.pgoff)
+            call("mmap", v.start, length, v.prot, mmap_flags(v) & ~MAP_ANONYMOUS, fd, v.pgoff)
         for flag, advice in MADV_FOR_FLAG.items():
             if flag in v.vmflags:
-                inj.call("madvise", v.start, length, advice, check=False)
+                call("madvise", v.start, length, advice, check=False)
+    if batch is not None:
+        batch.run()
 
 
 def restore_pages(t: TaskRestore, vmas: list[Vma]) -> None:
