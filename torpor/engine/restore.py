@@ -388,7 +388,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
                 os.close(release_w)
                 if session:  # the root's session leader had exited: this process stands in
                     os.setsid()
-                if group and _group_helper(group):
+                if group and _group_helper(group, (report_w, pid_w, release_r)):
                     os._exit(0)  # the helper that founded the group forks the root below
                 root_task = fork_with_pid([root.pid], clone_flags)
                 if root_task == 0:
@@ -556,14 +556,17 @@ def _outer_session(root: Process, clone_flags: int) -> tuple[int, int]:
     return session, group
 
 
-def _group_helper(pgid: int) -> bool:
+def _group_helper(pgid: int, close: tuple[int, ...] = ()) -> bool:
     """Fork a helper with PID pgid that founds the group and goes on to fork the root; this
     process then waits for it. True in the waiting process (which should exit), False in
-    the helper."""
+    the helper. The waiting process first closes `close` (its copies of the pipes the
+    restorer reads to EOF: held open here, they would hang the restore)."""
     helper = fork_with_pid([pgid])
     if helper == 0:
         os.setpgid(0, 0)
         return False
+    for fd in close:
+        os.close(fd)
     os.waitpid(helper, 0)
     return True
 
