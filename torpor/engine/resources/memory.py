@@ -422,44 +422,79 @@ def restore_areas(t: TaskRestore, vmas: list[Vma]) -> None:
         batch.run()
 
 
+PARALLEL_MIN = 16 << 20  # restore_pages splits the copy between threads above this size
+
+
 def restore_pages(t: TaskRestore, vmas: list[Vma]) -> None:
     """Write stored pages into the mapped areas (from this image's page file, or from a
-    parent image's for pages an incremental image did not store again)."""
-    wv: list[tuple[int, int]] = []
-    local: list[tuple[int, int]] = []
+    parent image's for pages an incremental image did not store again).
 
-    pending = 0
-
-    def flush() -> None:
-        nonlocal pending
-        if not wv:
-            return
-        total = sum(n for _, n in wv)
-        done = vm.writev(t.pid, local, wv)
-        if done != total:
-            raise TorporError(f"process {t.pid}: short write of restored memory ({done} of {total} bytes)")
-        wv.clear()
-        local.clear()
-        pending = 0
-
+    Writable areas are filled with process_vm_writev: the copy is bounded by allocating the
+    task's fresh pages, so above PARALLEL_MIN it is split into one contiguous share per CPU
+    (at most 4), written by as many threads (the syscall releases the GIL)."""
+    runs: list[tuple[int, int, int]] = []  # (remote address, local address, bytes)
     for v in vmas:
         writable = bool(v.prot & PROT_WRITE)
         for r in v.pages:
             n = r.npages * PAGE_SIZE
             src, src_addr = t.sources[r.file]
             if writable:
-                # one process_vm_writev moves at most MAX_RW_COUNT (2 GiB - 4 KiB): batches stay
-                # below BATCH bytes, and a single run larger than that is split
-                for off in range(0, n, BATCH):
-                    m = min(BATCH, n - off)
-                    wv.append((r.vaddr + off, m))
-                    local.append((src_addr + r.offset + off, m))
-                    pending += m
-                    if len(wv) >= vm.IOV_MAX or pending >= BATCH:
-                        flush()
+                runs.append((r.vaddr, src_addr + r.offset, n))
             else:
                 data = src[r.offset : r.offset + n]
                 off = 0
                 while off < n:
                     off += os.pwrite(t.mem_fd, data[off:], r.vaddr + off)
+    total = sum(n for _, _, n in runs)
+    if not total:
+        return
+    workers = max(1, min(4, len(os.sched_getaffinity(0)))) if total >= PARALLEL_MIN else 1
+    share = -(-total // workers)
+    shares: list[list[tuple[int, int, int]]] = [[]]
+    filled = 0
+    for a, src, n in runs:
+        while n:
+            if filled >= share and len(shares) < workers:
+                shares.append([])
+                filled = 0
+            take = min(n, share - filled) if len(shares) < workers else n
+            shares[-1].append((a, src, take))
+            filled += take
+            a, src, n = a + take, src + take, n - take
+    if len(shares) == 1:
+        _write_runs(t.pid, shares[0])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(shares), thread_name_prefix="torpor-pages") as pool:
+        for fut in [pool.submit(_write_runs, t.pid, sh) for sh in shares]:
+            fut.result()
+
+
+def _write_runs(pid: int, runs: list[tuple[int, int, int]]) -> None:
+    """process_vm_writev of runs [(remote, local, bytes)], in calls of at most IOV_MAX
+    iovecs and BATCH bytes (one call moves at most MAX_RW_COUNT, 2 GiB - 4 KiB)."""
+    wv: list[tuple[int, int]] = []
+    local: list[tuple[int, int]] = []
+    pending = 0
+
+    def flush() -> None:
+        nonlocal pending
+        if not wv:
+            return
+        done = vm.writev(pid, local, wv)
+        if done != pending:
+            raise TorporError(f"process {pid}: short write of restored memory ({done} of {pending} bytes)")
+        wv.clear()
+        local.clear()
+        pending = 0
+
+    for a, src, n in runs:
+        for off in range(0, n, BATCH):
+            m = min(BATCH, n - off)
+            wv.append((a + off, m))
+            local.append((src + off, m))
+            pending += m
+            if len(wv) >= vm.IOV_MAX or pending >= BATCH:
+                flush()
     flush()
