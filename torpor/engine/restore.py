@@ -693,20 +693,19 @@ def _arrange_fds(b: Built, plan: Plan, s: int) -> None:
     proc = b.proc
     if proc.files_shared_with >= 0:
         return  # the clone shared the table (CLONE_FILES)
-    inj = b.inj
+    batch = b.inj.batch()  # one round trip for the whole table
     want = {f.fd: f for f in proc.fds}
     have = [int(n) for n in os.listdir(f"/proc/{b.host}/fd")]
     for fd in have:
         if fd < plan.base and fd not in want:
-            inj.call("close", fd)
+            batch.add("close", fd)
     for fd, f in want.items():
-        inj.call("dup2", plan.file(f.file_id), fd)
+        batch.add("dup2", plan.file(f.file_id), fd)
         if f.cloexec:
-            inj.call("fcntl", fd, 2, 1)  # F_SETFD, FD_CLOEXEC
-    path = proc.cwd.encode() + b"\0"
-    inj.write(s, path)
-    inj.call("chdir", s, check=False)
-    inj.call("umask", proc.umask)
+            batch.add("fcntl", fd, 2, 1)  # F_SETFD, FD_CLOEXEC
+    batch.add("chdir", batch.data(proc.cwd.encode() + b"\0"), check=False)
+    batch.add("umask", proc.umask)
+    batch.run()
 
 
 def _set_session(b: Built, s: int, built: dict[int, Built], deferred: list[Process]) -> None:
