@@ -71,6 +71,8 @@ FORBIDDEN = {56, 435, 57, 58, 59, 322, 60, 231, 15}
 RANGE_CALLS = {11: "munmap", 10: "mprotect", 329: "pkey_mprotect", 28: "madvise",
                462: "mseal", 216: "remap_file_pages"}
 NAMES = {nr: name for name, nr in NR.items()}
+GUARDED = set(RANGE_CALLS) | {NR["mmap"], NR["mremap"]}
+_ZEROS = [(0,) * (6 - n) for n in range(7)]
 
 
 def _signed(v: int) -> int:
@@ -122,13 +124,14 @@ class Batch:
     def add(self, name: str | int, *args: int, check: bool = True) -> int:
         """Queue a syscall; returns its index in run()'s results. check: a failure stops the
         batch and raises OSError (as Injector.call does); otherwise its -errno is the result."""
-        nr = NR[name] if isinstance(name, str) else name
+        nr = NR[name] if name.__class__ is str else name
         if nr in FORBIDDEN:
             raise ValueError(f"syscall {NAMES.get(nr, nr)} cannot run in a batch")
         if len(args) > 6:
             raise ValueError("a syscall takes at most 6 arguments")
-        full = tuple(a & MASK64 for a in args) + (0,) * (6 - len(args))
-        self._check_guard(nr, full)
+        full = tuple([a & MASK64 for a in args]) + _ZEROS[len(args)]
+        if nr in GUARDED:
+            self._check_guard(nr, full)
         self.entries.append((nr, STOP if check else 0, full))
         if len(self.entries) >= self.capacity:
             self.flush()

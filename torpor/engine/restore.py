@@ -914,6 +914,18 @@ def _register_lazy(b: Built, vmas: list, sources: dict) -> object:
     return space
 
 
+def _split_lazy(vmas: list) -> tuple[list, list]:
+    """(areas the lazy page server fills: private anonymous ones with stored pages, the
+    other areas, whose pages are written now). One pass: a membership test against the
+    first list compared records field by field, quadratic in the number of areas (150 ms
+    for 3000 areas)."""
+    lazy: list = []
+    eager: list = []
+    for v in vmas:
+        (lazy if v.kind == "anon" and not v.shared and v.pages else eager).append(v)
+    return lazy, eager
+
+
 def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
                            lastcap: int) -> list[str]:
     """Areas and pages, signals, timers, limits, threads, credentials, then close helpers."""
@@ -923,8 +935,8 @@ def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
                     sources=sources)
     memory.restore_areas(t, proc.vmas)
     if b.lazy:
-        lazy_vmas = [v for v in proc.vmas if v.kind == "anon" and not v.shared and v.pages]
-        memory.restore_pages(t, [v for v in proc.vmas if v not in lazy_vmas])
+        lazy_vmas, eager_vmas = _split_lazy(proc.vmas)
+        memory.restore_pages(t, eager_vmas)
         if lazy_vmas:
             b.space = _register_lazy(b, lazy_vmas, sources)
     else:
