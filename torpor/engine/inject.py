@@ -34,9 +34,9 @@ class InjectError(TorporError):
     pass
 
 
-def find_syscall_insn(pid: int, mem_fd: int) -> int:
-    """Address of a `syscall` instruction in pid's vDSO."""
-    for vma in read_maps(pid, with_flags=False):
+def find_syscall_insn(pid: int, mem_fd: int, maps: list | None = None) -> int:
+    """Address of a `syscall` instruction in pid's vDSO (maps: pid's, if already read)."""
+    for vma in maps if maps is not None else read_maps(pid, with_flags=False):
         if vma.path == "[vdso]":
             code = os.pread(mem_fd, vma.end - vma.start, vma.start)
             off = code.find(SYSCALL_INSN)

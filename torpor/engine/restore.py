@@ -595,7 +595,8 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
     warnings: list[str] = []
     root = tree.processes[0]
     mem_fd = os.open(f"/proc/{root_host}/mem", os.O_RDWR | os.O_CLOEXEC)
-    inj = Injector(root_host, root_host, mem_fd, find_syscall_insn(root_host, mem_fd))
+    current = read_maps(root_host, with_flags=False)  # the layout the root inherited
+    inj = Injector(root_host, root_host, mem_fd, find_syscall_insn(root_host, mem_fd, current))
     built[root.pid] = Built(root, root_host, inj, mem_fd)
     # Python registered an rseq area; the kernel would write to it after we unmap it
     rseq = pt.get_rseq(root_host)
@@ -603,7 +604,6 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
         inj.call("rseq", rseq.rseq_abi_pointer, rseq.rseq_abi_size, RSEQ_FLAG_UNREGISTER, rseq.signature)
     # one scratch address, free in every saved layout and in ours; children inherit it
     avoid = [(v.start, v.end) for p in tree.processes for v in p.vmas]
-    current = read_maps(root_host, with_flags=False)
     # argument pages, then the batch area (executable: the batched-syscall loop runs there)
     args_size = 4 * lx.PAGE_SIZE
     scratch_size = args_size + BATCH_AREA_SIZE
@@ -620,7 +620,10 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
         if proc is not root:
             _arrange_fds(b, plan, s)
             _set_session(b, s, built, deferred_pgid)
-        _rebuild_memory(b, plan, s, scratch_size, avoid)
+        # the root's vDSO/vvar are where `current` saw them (unregistering rseq and mapping
+        # the scratch moved nothing); a child's are read again
+        _rebuild_memory(b, plan, s, scratch_size, avoid,
+                        _special_areas(current) if proc is root else None)
         made_zombies = False
         for child in children_of.get(proc.pid, []):
             _fork_child(b, child, s, built)
@@ -824,14 +827,14 @@ def _drop_spurious_sigchld(b: Built, s: int) -> None:
 
 
 def _rebuild_memory(b: Built, plan: Plan, s: int, scratch_size: int,
-                    avoid: list[tuple[int, int]]) -> None:
+                    avoid: list[tuple[int, int]], cur_special: dict | None = None) -> None:
     """Replace the task's address space (Python's, or its parent's) with the saved one."""
     proc, inj, host = b.proc, b.inj, b.host
     rseq = pt.get_rseq(host)
     if rseq.rseq_abi_pointer:  # inherited from the parent across fork
         inj.call("rseq", rseq.rseq_abi_pointer, rseq.rseq_abi_size, RSEQ_FLAG_UNREGISTER, rseq.signature)
-    current = read_maps(host, with_flags=False)
-    cur_special = _special_areas(current)
+    if cur_special is None:
+        cur_special = _special_areas(read_maps(host, with_flags=False))
     keep = sorted([*cur_special.values(), (s, s + scratch_size)])
     # one batch of injected calls (one round trip): it runs from the scratch, which stays
     batch = inj.batch()
