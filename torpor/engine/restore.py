@@ -55,6 +55,8 @@ class TaskRestore:
     mem_fd: int = -1
     file_fds: dict[int, int] = field(default_factory=dict)  # MappedFile id -> fd in the task
     sources: dict = field(default_factory=dict)  # page file -> (view, address) in the restorer
+    # areas mapped writable for their pages, given their saved protection after the copy
+    reprotect: list = field(default_factory=list)
 
 
 @dataclass

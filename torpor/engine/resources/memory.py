@@ -398,9 +398,20 @@ def mmap_flags(v: Vma) -> int:
     return flags
 
 
+def _was_writable(v: Vma) -> bool:
+    """A private area that is not writable now but was (accountable: "ac"), e.g. a RELRO
+    segment the loader relocated and then made read-only."""
+    return not v.shared and not v.prot & PROT_WRITE and "ac" in v.vmflags
+
+
 def restore_areas(t: TaskRestore, vmas: list[Vma]) -> None:
     """Map every area (except the vDSO/vvar, moved separately) at its address: one batch of
-    injected syscalls when the task has a batch area (one round trip for all of them)."""
+    injected syscalls when the task has a batch area (one round trip for all of them).
+
+    An area that was writable once is mapped writable and given its saved protection by
+    restore_pages once its pages are in, as the loader did: the kernel then accounts it
+    ("ac") as before, and its pages go in with process_vm_writev rather than one
+    /proc/PID/mem write per run."""
     inj = t.inj
     batch = inj.batch() if inj.batch_area is not None else None
     call = batch.add if batch is not None else inj.call
@@ -408,13 +419,17 @@ def restore_areas(t: TaskRestore, vmas: list[Vma]) -> None:
         if v.kind in SPECIAL.values():
             continue
         length = v.end - v.start
+        prot = v.prot
+        if _was_writable(v):
+            prot |= PROT_WRITE
+            t.reprotect.append(v)
         if v.kind == "anon":
-            call("mmap", v.start, length, v.prot, mmap_flags(v), -1, 0)
+            call("mmap", v.start, length, prot, mmap_flags(v), -1, 0)
         else:
             fd = t.file_fds.get(v.file_id)
             if fd is None:
                 raise TorporError(f"process {t.pid}: no file for mapping {v.path or 'anonymous'} at {v.start:#x}")
-            call("mmap", v.start, length, v.prot, mmap_flags(v) & ~MAP_ANONYMOUS, fd, v.pgoff)
+            call("mmap", v.start, length, prot, mmap_flags(v) & ~MAP_ANONYMOUS, fd, v.pgoff)
         for flag, advice in MADV_FOR_FLAG.items():
             if flag in v.vmflags:
                 call("madvise", v.start, length, advice, check=False)
@@ -433,8 +448,9 @@ def restore_pages(t: TaskRestore, vmas: list[Vma]) -> None:
     task's fresh pages, so above PARALLEL_MIN it is split into one contiguous share per CPU
     (at most 4), written by as many threads (the syscall releases the GIL)."""
     runs: list[tuple[int, int, int]] = []  # (remote address, local address, bytes)
+    opened = {id(v) for v in t.reprotect}  # mapped writable for now by restore_areas
     for v in vmas:
-        writable = bool(v.prot & PROT_WRITE)
+        writable = bool(v.prot & PROT_WRITE) or id(v) in opened
         for r in v.pages:
             n = r.npages * PAGE_SIZE
             src, src_addr = t.sources[r.file]
@@ -445,6 +461,28 @@ def restore_pages(t: TaskRestore, vmas: list[Vma]) -> None:
                 off = 0
                 while off < n:
                     off += os.pwrite(t.mem_fd, data[off:], r.vaddr + off)
+    _write_parallel(t.pid, runs)
+    _reprotect(t, t.reprotect)
+
+
+def _reprotect(t: TaskRestore, vmas: list[Vma]) -> None:
+    """The saved protection of every area restore_areas mapped writable (one batch); a
+    lazy restore's areas too (the page server fills read-only areas as well)."""
+    if not vmas:
+        return
+    inj = t.inj
+    batch = inj.batch() if inj.batch_area is not None else None
+    for v in vmas:
+        if batch is not None:
+            batch.add("mprotect", v.start, v.end - v.start, v.prot)
+        else:
+            inj.call("mprotect", v.start, v.end - v.start, v.prot)
+    if batch is not None:
+        batch.run()
+    t.reprotect.clear()
+
+
+def _write_parallel(pid: int, runs: list[tuple[int, int, int]]) -> None:
     total = sum(n for _, _, n in runs)
     if not total:
         return
@@ -462,12 +500,12 @@ def restore_pages(t: TaskRestore, vmas: list[Vma]) -> None:
             filled += take
             a, src, n = a + take, src + take, n - take
     if len(shares) == 1:
-        _write_runs(t.pid, shares[0])
+        _write_runs(pid, shares[0])
         return
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(len(shares), thread_name_prefix="torpor-pages") as pool:
-        for fut in [pool.submit(_write_runs, t.pid, sh) for sh in shares]:
+        for fut in [pool.submit(_write_runs, pid, sh) for sh in shares]:
             fut.result()
 
 
