@@ -177,6 +177,7 @@ def test_guard_refuses_calls_over_the_batch_area(compile_c, procs, tmp_path: Pat
             ("madvise", lo + PAGE_SIZE, 1, 4),
             ("mremap", lo - 8 * PAGE_SIZE, PAGE_SIZE, PAGE_SIZE, MREMAP_FIXED | 1, lo),
         ]
+        bad.append((30, 0, lo, 0o40000))  # shmat(id, addr, SHM_REMAP): size unknown here
         for call in bad:
             with pytest.raises(InjectError, match="batch area"):
                 b.add(*call)

@@ -72,7 +72,10 @@ RANGE_CALLS = {11: "munmap", 10: "mprotect", 329: "pkey_mprotect", 28: "madvise"
                462: "mseal", 216: "remap_file_pages"}
 NAMES = {nr: name for name, nr in NR.items()}
 GUARDED = set(RANGE_CALLS) | {NR["mmap"], NR["mremap"]}
+SHMAT, SHM_REMAP = 30, 0o40000
+GUARDED.add(SHMAT)
 _ZEROS = [(0,) * (6 - n) for n in range(7)]
+TRACE = bool(os.environ.get("TORPOR_TRACE_INJECT"))  # print every batched call to stderr
 
 
 def _signed(v: int) -> int:
@@ -150,6 +153,9 @@ class Batch:
             if a[3] & MREMAP_FIXED:
                 ranges.append((a[4], a[2]))
         lo, hi = self.guard
+        if nr == SHMAT and a[2] & SHM_REMAP:  # its size is the segment's: not checkable here
+            raise self.Error(f"task {self.inj.tid}: batched shmat with SHM_REMAP is refused "
+                             f"(it could map over the batch area {lo:#x}-{hi:#x})")
         for start, length in ranges:
             end = start + ((length + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1))
             if start < hi and lo < end:
@@ -237,5 +243,3 @@ class Batch:
         nr, _, args = chunk[i]
         return f"entry {i}: {NAMES.get(nr, nr)}({', '.join(hex(a) for a in args)})"
 
-
-TRACE = bool(os.environ.get("TORPOR_TRACE_INJECT"))
