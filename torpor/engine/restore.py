@@ -171,14 +171,17 @@ def _shared_anon_object(size: int) -> int:
 
 
 def _free_address(size: int, avoid: list[tuple[int, int]], start: int = 0x100000000) -> int:
-    """An address where [a, a+size) overlaps none of the ranges in avoid."""
+    """An address where [a, a+size) overlaps none of the ranges in avoid: from start, past
+    each clashing range to the next GiB boundary. One pass over the ranges sorted by start
+    (a range passed once ends below every later candidate)."""
     a = start
-    ranges = sorted(avoid)
-    while a + size < TASK_SIZE:
-        clash = next(((s, e) for s, e in ranges if s < a + size and a < e), None)
-        if clash is None:
-            return a
-        a = (clash[1] + (1 << 30)) & ~((1 << 30) - 1)
+    for s, e in sorted(avoid):
+        if s >= a + size:
+            break  # this and every later range start above the candidate
+        if a < e:
+            a = (e + (1 << 30)) & ~((1 << 30) - 1)
+    if a + size < TASK_SIZE:
+        return a
     raise RestoreError("no free address range for the restorer's scratch area")
 
 
@@ -605,7 +608,7 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
     if rseq.rseq_abi_pointer:
         inj.call("rseq", rseq.rseq_abi_pointer, rseq.rseq_abi_size, RSEQ_FLAG_UNREGISTER, rseq.signature)
     # one scratch address, free in every saved layout and in ours; children inherit it
-    avoid = [(v.start, v.end) for p in tree.processes for v in p.vmas]
+    avoid = sorted((v.start, v.end) for p in tree.processes for v in p.vmas)
     # argument pages, then the batch area (executable: the batched-syscall loop runs there)
     args_size = 4 * lx.PAGE_SIZE
     scratch_size = args_size + BATCH_AREA_SIZE
@@ -700,10 +703,10 @@ def _arrange_fds(b: Built, plan: Plan, s: int) -> None:
         return  # the clone shared the table (CLONE_FILES)
     batch = b.inj.batch()  # one round trip for the whole table
     want = {f.fd: f for f in proc.fds}
-    have = [int(n) for n in os.listdir(f"/proc/{b.host}/fd")]
-    for fd in have:
-        if fd < plan.base and fd not in want:
-            batch.add("close", fd)
+    # every fd below the helpers goes (the helpers hold all the process needs), then its
+    # own are made again from the helpers
+    if plan.base > 0:
+        batch.add("close_range", 0, plan.base - 1, 0)
     for fd, f in want.items():
         batch.add("dup2", plan.file(f.file_id), fd)
         if f.cloexec:
@@ -832,14 +835,14 @@ def _rebuild_memory(b: Built, plan: Plan, s: int, scratch_size: int,
                     avoid: list[tuple[int, int]], cur_special: dict | None = None) -> None:
     """Replace the task's address space (Python's, or its parent's) with the saved one."""
     proc, inj, host = b.proc, b.inj, b.host
+    # one batch of injected calls (one round trip): it runs from the scratch, which stays
+    batch = inj.batch()
     rseq = pt.get_rseq(host)
-    if rseq.rseq_abi_pointer:  # inherited from the parent across fork
-        inj.call("rseq", rseq.rseq_abi_pointer, rseq.rseq_abi_size, RSEQ_FLAG_UNREGISTER, rseq.signature)
+    if rseq.rseq_abi_pointer:  # inherited from the parent across fork: before any unmap
+        batch.add("rseq", rseq.rseq_abi_pointer, rseq.rseq_abi_size, RSEQ_FLAG_UNREGISTER, rseq.signature)
     if cur_special is None:
         cur_special = _special_areas(read_maps(host, with_flags=False))
     keep = sorted([*cur_special.values(), (s, s + scratch_size)])
-    # one batch of injected calls (one round trip): it runs from the scratch, which stays
-    batch = inj.batch()
     pos = lx.PAGE_SIZE
     for ks, ke in keep:
         if ks > pos:
@@ -949,13 +952,15 @@ def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
     warnings: list[str] = []
     signals.restore_sigactions(inj, s, proc.sigactions)
     task.restore_itimers(inj, s, proc.itimers)
-    inj.call("personality", proc.personality)
+    pb = inj.batch()
+    pb.add("personality", proc.personality)
     if proc.pdeath_sig:
-        inj.call("prctl", lx.PR_SET_PDEATHSIG, proc.pdeath_sig, 0, 0, 0)
+        pb.add("prctl", lx.PR_SET_PDEATHSIG, proc.pdeath_sig, 0, 0, 0)
     if proc.child_subreaper:
-        inj.call("prctl", lx.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        pb.add("prctl", lx.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if proc.thp_disabled:
-        inj.call("prctl", lx.PR_SET_THP_DISABLE, 1, 0, 0, 0)
+        pb.add("prctl", lx.PR_SET_THP_DISABLE, 1, 0, 0, 0)
+    pb.run()
     warnings += task.restore_rlimits(inj, s, proc.rlimits)
 
     # threads: clone3 with set_tid from inside the process; TRACECLONE stops each one

@@ -44,6 +44,7 @@ SPECIAL = {"[vdso]": "vdso", "[vvar]": "vvar", "[vvar_vclock]": "vvar_vclock", "
 DELETED = " (deleted)"
 # madvise advice for VmFlags that a plain mmap does not give back
 MADV_FOR_FLAG = {"dd": 16, "dc": 10, "wf": 18, "hg": 14, "nh": 15, "mg": 12}  # DONTDUMP, DONTFORK, WIPEONFORK, HUGEPAGE, NOHUGEPAGE, MERGEABLE
+_MADV_FLAGS = frozenset(MADV_FOR_FLAG)
 CHUNK = 64 << 20
 BATCH = 1 << 30  # bytes per process_vm_writev call on restore
 
@@ -415,8 +416,9 @@ def restore_areas(t: TaskRestore, vmas: list[Vma]) -> None:
     inj = t.inj
     batch = inj.batch() if inj.batch_area is not None else None
     call = batch.add if batch is not None else inj.call
+    special = set(SPECIAL.values())
     for v in vmas:
-        if v.kind in SPECIAL.values():
+        if v.kind in special:
             continue
         length = v.end - v.start
         prot = v.prot
@@ -430,9 +432,10 @@ def restore_areas(t: TaskRestore, vmas: list[Vma]) -> None:
             if fd is None:
                 raise TorporError(f"process {t.pid}: no file for mapping {v.path or 'anonymous'} at {v.start:#x}")
             call("mmap", v.start, length, prot, mmap_flags(v) & ~MAP_ANONYMOUS, fd, v.pgoff)
-        for flag, advice in MADV_FOR_FLAG.items():
-            if flag in v.vmflags:
-                call("madvise", v.start, length, advice, check=False)
+        if not _MADV_FLAGS.isdisjoint(v.vmflags):
+            for flag, advice in MADV_FOR_FLAG.items():
+                if flag in v.vmflags:
+                    call("madvise", v.start, length, advice, check=False)
     if batch is not None:
         batch.run()
 
