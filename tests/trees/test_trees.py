@@ -222,6 +222,11 @@ import os, sys, time
 out, mode = sys.argv[1], sys.argv[2]
 if os.fork() == 0:
     os.setsid()
+    if mode == "group-exits":
+        if os.fork():  # the session leader: waits for the group leader, then exits
+            os.wait()
+            os._exit(0)
+        os.setpgid(0, 0)  # a group of its own in the session; it exits once the daemon runs
     if os.fork() == 0:  # the daemon
         os.chdir("/")
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -230,11 +235,11 @@ if os.fork() == 0:
             os.write(fd, b"%d\\n" % i)
             i += 1
             time.sleep(0.05)
-    if mode == "leader-exits":
+    if mode in ("leader-exits", "group-exits"):
         os._exit(0)
     while True:  # the session leader stays (a supervisor)
         time.sleep(1)
-if mode == "leader-exits":
+if mode in ("leader-exits", "group-exits"):
     os.wait()
 # the launcher exits: the leader (or the daemon) is re-parented to pytest, the subreaper
 """
@@ -256,8 +261,8 @@ def _daemon(tracker: Tracker, tmp_path: Path, mode: str) -> tuple[int, int, Path
             except OSError:
                 pass
     tracker.add(mine)
-    assert len(mine) == (1 if mode == "leader-exits" else 2), f"daemon processes: {mine}"
-    if mode == "leader-exits":
+    assert len(mine) == (2 if mode == "leader-stays" else 1), f"daemon processes: {mine}"
+    if mode != "leader-stays":
         return 0, mine[0], out
     leader, daemon = sorted(mine, key=lambda q: int(proc_stat(q)[3]) == os.getpid(), reverse=True)
     return leader, daemon, out
@@ -290,6 +295,25 @@ def test_daemon_whose_session_leader_exited(tracker: Tracker, tmp_path: Path) ->
     after = restore_tree(tracker, tmp_path / "img", daemon)
     assert after[daemon][1:3] == (sid, sid), f"daemon restored with pgid/sid {after[daemon][1:3]}, was {sid}"
     assert not os.path.exists(f"/proc/{sid}"), "the exited session leader's pid is taken after restore"
+    wait_ints(out, n + 5)
+    assert_consecutive(read_ints(out), start=0, what="daemon counter")
+
+
+@pytest.mark.timeout(90)
+def test_daemon_whose_session_and_group_leaders_exited(tracker: Tracker, tmp_path: Path) -> None:
+    """Session leader and group leader both gone (pgid != sid): restore recreates both as
+    short-lived stand-ins. It used to hang: the process waiting for the group helper still
+    held the pipes the restorer reads to EOF."""
+    _, daemon, out = _daemon(tracker, tmp_path, "group-exits")
+    st = proc_stat(daemon)
+    ppid, pgid, sid = int(st[3]), int(st[4]), int(st[5])
+    assert ppid == os.getpid() and len({pgid, sid, daemon}) == 3
+    assert not os.path.exists(f"/proc/{sid}") and not os.path.exists(f"/proc/{pgid}")
+    view = checkpoint_tree(tracker, daemon, tmp_path / "img")
+    assert view[daemon][1:] == (pgid, sid), view
+    n = len(read_ints(out))
+    after = restore_tree(tracker, tmp_path / "img", daemon)
+    assert after[daemon][1:3] == (pgid, sid), f"daemon restored with pgid/sid {after[daemon][1:3]}"
     wait_ints(out, n + 5)
     assert_consecutive(read_ints(out), start=0, what="daemon counter")
 

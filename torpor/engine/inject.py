@@ -19,6 +19,7 @@ from torpor.engine.linux.sys import (
     MAP_PRIVATE,
     NR,
     PAGE_SIZE,
+    PROT_EXEC,
     PROT_READ,
     PROT_WRITE,
 )
@@ -33,9 +34,9 @@ class InjectError(TorporError):
     pass
 
 
-def find_syscall_insn(pid: int, mem_fd: int) -> int:
-    """Address of a `syscall` instruction in pid's vDSO."""
-    for vma in read_maps(pid, with_flags=False):
+def find_syscall_insn(pid: int, mem_fd: int, maps: list | None = None) -> int:
+    """Address of a `syscall` instruction in pid's vDSO (maps: pid's, if already read)."""
+    for vma in maps if maps is not None else read_maps(pid, with_flags=False):
         if vma.path == "[vdso]":
             code = os.pread(mem_fd, vma.end - vma.start, vma.start)
             off = code.find(SYSCALL_INSN)
@@ -53,6 +54,23 @@ class Injector:
         self.saved_sigmask = pt.get_sigmask(tid)
         pt.set_sigmask(tid, ALL_SIGNALS)
         self.events: list[tuple[int, int]] = []  # (event, message) seen while stepping
+        # an executable area of the task for batched syscalls: (address, size, guard range)
+        self.batch_area: tuple[int, int, tuple[int, int]] | None = None
+
+    def batch(self):
+        """A Batch (engine/batch.py) running its calls in this thread: one round trip for
+        many syscalls. Needs batch_area (see Scratch(batch=...))."""
+        from torpor.engine.batch import Batch
+
+        if self.batch_area is None:
+            raise InjectError(f"task {self.tid}: no batch area mapped")
+        addr, size, guard = self.batch_area
+        return Batch(self, addr, size, guard=guard)
+
+    def share_batch_area(self, other: Injector) -> None:
+        """Use the batch area of another thread of the same address space (or of the
+        parent it was forked from: the area is inherited)."""
+        self.batch_area = other.batch_area
 
     def call(self, name: str | int, *args: int, check: bool = True) -> int:
         nr = NR[name] if isinstance(name, str) else name
@@ -111,13 +129,18 @@ class Injector:
 
 
 class Scratch:
-    """A private anonymous area mapped inside the task for syscall arguments."""
+    """A private anonymous area mapped inside the task for syscall arguments. With batch
+    (bytes), that many more bytes follow, executable, and become inj's batch area (the whole
+    scratch is guarded against batched calls that would map over it)."""
 
-    def __init__(self, inj: Injector, size: int = 4 * PAGE_SIZE, at: int = 0) -> None:
+    def __init__(self, inj: Injector, size: int = 4 * PAGE_SIZE, at: int = 0, batch: int = 0) -> None:
         self.inj = inj
-        self.size = size
+        self.size = size + batch
         flags = MAP_PRIVATE | MAP_ANONYMOUS | (MAP_FIXED_NOREPLACE if at else 0)
-        self.addr = inj.call("mmap", at, size, PROT_READ | PROT_WRITE, flags, -1, 0)
+        prot = PROT_READ | PROT_WRITE | (PROT_EXEC if batch else 0)
+        self.addr = inj.call("mmap", at, self.size, prot, flags, -1, 0)
+        if batch:
+            inj.batch_area = (self.addr + size, batch, (self.addr, self.addr + self.size))
 
     def unmap(self, inj: Injector | None = None) -> None:
         (inj or self.inj).call("munmap", self.addr, self.size)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import msgspec
 
 from torpor.engine import freeze
+from torpor.engine.batch import AREA_SIZE as BATCH_AREA_SIZE
 from torpor.engine.clone import fork_with_pid
 from torpor.engine.inject import Injector, Scratch, find_syscall_insn
 from torpor.engine.linux import ptrace as pt
@@ -54,6 +55,8 @@ class TaskRestore(msgspec.Struct):
     mem_fd: int = -1
     file_fds: dict[int, int] = msgspec.field(default_factory=dict)  # MappedFile id -> fd in the task
     sources: dict = msgspec.field(default_factory=dict)  # page file -> (view, address) in the restorer
+    # areas mapped writable for their pages, given their saved protection after the copy
+    reprotect: list = msgspec.field(default_factory=list)
 
 
 class RestoreResult(msgspec.Struct):
@@ -168,14 +171,17 @@ def _shared_anon_object(size: int) -> int:
 
 
 def _free_address(size: int, avoid: list[tuple[int, int]], start: int = 0x100000000) -> int:
-    """An address where [a, a+size) overlaps none of the ranges in avoid."""
+    """An address where [a, a+size) overlaps none of the ranges in avoid: from start, past
+    each clashing range to the next GiB boundary. One pass over the ranges sorted by start
+    (a range passed once ends below every later candidate)."""
     a = start
-    ranges = sorted(avoid)
-    while a + size < TASK_SIZE:
-        clash = next(((s, e) for s, e in ranges if s < a + size and a < e), None)
-        if clash is None:
-            return a
-        a = (clash[1] + (1 << 30)) & ~((1 << 30) - 1)
+    for s, e in sorted(avoid):
+        if s >= a + size:
+            break  # this and every later range start above the candidate
+        if a < e:
+            a = (e + (1 << 30)) & ~((1 << 30) - 1)
+    if a + size < TASK_SIZE:
+        return a
     raise RestoreError("no free address range for the restorer's scratch area")
 
 
@@ -386,7 +392,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
                 os.close(release_w)
                 if session:  # the root's session leader had exited: this process stands in
                     os.setsid()
-                if group and _group_helper(group):
+                if group and _group_helper(group, (report_w, pid_w, release_r)):
                     os._exit(0)  # the helper that founded the group forks the root below
                 root_task = fork_with_pid([root.pid], clone_flags)
                 if root_task == 0:
@@ -549,14 +555,17 @@ def _outer_session(root: Process, clone_flags: int) -> tuple[int, int]:
     return session, group
 
 
-def _group_helper(pgid: int) -> bool:
+def _group_helper(pgid: int, close: tuple[int, ...] = ()) -> bool:
     """Fork a helper with PID pgid that founds the group and goes on to fork the root; this
     process then waits for it. True in the waiting process (which should exit), False in
-    the helper."""
+    the helper. The waiting process first closes `close` (its copies of the pipes the
+    restorer reads to EOF: held open here, they would hang the restore)."""
     helper = fork_with_pid([pgid])
     if helper == 0:
         os.setpgid(0, 0)
         return False
+    for fd in close:
+        os.close(fd)
     os.waitpid(helper, 0)
     return True
 
@@ -585,17 +594,19 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
     warnings: list[str] = []
     root = tree.processes[0]
     mem_fd = os.open(f"/proc/{root_host}/mem", os.O_RDWR | os.O_CLOEXEC)
-    inj = Injector(root_host, root_host, mem_fd, find_syscall_insn(root_host, mem_fd))
+    current = read_maps(root_host, with_flags=False)  # the layout the root inherited
+    inj = Injector(root_host, root_host, mem_fd, find_syscall_insn(root_host, mem_fd, current))
     built[root.pid] = Built(root, root_host, inj, mem_fd)
     # Python registered an rseq area; the kernel would write to it after we unmap it
     rseq = pt.get_rseq(root_host)
     if rseq.rseq_abi_pointer:
         inj.call("rseq", rseq.rseq_abi_pointer, rseq.rseq_abi_size, RSEQ_FLAG_UNREGISTER, rseq.signature)
     # one scratch address, free in every saved layout and in ours; children inherit it
-    avoid = [(v.start, v.end) for p in tree.processes for v in p.vmas]
-    current = read_maps(root_host, with_flags=False)
-    scratch_size = 4 * lx.PAGE_SIZE
-    scratch = Scratch(inj, size=scratch_size,
+    avoid = sorted((v.start, v.end) for p in tree.processes for v in p.vmas)
+    # argument pages, then the batch area (executable: the batched-syscall loop runs there)
+    args_size = 4 * lx.PAGE_SIZE
+    scratch_size = args_size + BATCH_AREA_SIZE
+    scratch = Scratch(inj, size=args_size, batch=BATCH_AREA_SIZE,
                       at=_free_address(scratch_size, avoid + [(e.start, e.end) for e in current]))
     s = scratch.addr
     children_of: dict[int, list[Process]] = {}
@@ -608,7 +619,10 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
         if proc is not root:
             _arrange_fds(b, plan, s)
             _set_session(b, s, built, deferred_pgid)
-        _rebuild_memory(b, plan, s, scratch_size, avoid)
+        # the root's vDSO/vvar are where `current` saw them (unregistering rseq and mapping
+        # the scratch moved nothing); a child's are read again
+        _rebuild_memory(b, plan, s, scratch_size, avoid,
+                        _special_areas(current) if proc is root else None)
         made_zombies = False
         for child in children_of.get(proc.pid, []):
             _fork_child(b, child, s, built)
@@ -681,20 +695,19 @@ def _arrange_fds(b: Built, plan: Plan, s: int) -> None:
     proc = b.proc
     if proc.files_shared_with >= 0:
         return  # the clone shared the table (CLONE_FILES)
-    inj = b.inj
+    batch = b.inj.batch()  # one round trip for the whole table
     want = {f.fd: f for f in proc.fds}
-    have = [int(n) for n in os.listdir(f"/proc/{b.host}/fd")]
-    for fd in have:
-        if fd < plan.base and fd not in want:
-            inj.call("close", fd)
+    # every fd below the helpers goes (the helpers hold all the process needs), then its
+    # own are made again from the helpers
+    if plan.base > 0:
+        batch.add("close_range", 0, plan.base - 1, 0)
     for fd, f in want.items():
-        inj.call("dup2", plan.file(f.file_id), fd)
+        batch.add("dup2", plan.file(f.file_id), fd)
         if f.cloexec:
-            inj.call("fcntl", fd, 2, 1)  # F_SETFD, FD_CLOEXEC
-    path = proc.cwd.encode() + b"\0"
-    inj.write(s, path)
-    inj.call("chdir", s, check=False)
-    inj.call("umask", proc.umask)
+            batch.add("fcntl", fd, 2, 1)  # F_SETFD, FD_CLOEXEC
+    batch.add("chdir", batch.data(proc.cwd.encode() + b"\0"), check=False)
+    batch.add("umask", proc.umask)
+    batch.run()
 
 
 def _set_session(b: Built, s: int, built: dict[int, Built], deferred: list[Process]) -> None:
@@ -725,6 +738,7 @@ def _fork_child(parent: Built, child: Process, s: int, built: dict[int, Built]) 
     mem_fd = os.open(f"/proc/{host}/mem", os.O_RDWR | os.O_CLOEXEC)
     cinj = Injector(host, host, mem_fd, inj.syscall_ip)
     cinj.saved_sigmask = parent.inj.saved_sigmask
+    cinj.share_batch_area(inj)  # the child inherited the scratch with the parent's memory
     built[child.pid] = Built(child, host, cinj, mem_fd)
 
 
@@ -812,22 +826,24 @@ def _drop_spurious_sigchld(b: Built, s: int) -> None:
 
 
 def _rebuild_memory(b: Built, plan: Plan, s: int, scratch_size: int,
-                    avoid: list[tuple[int, int]]) -> None:
+                    avoid: list[tuple[int, int]], cur_special: dict | None = None) -> None:
     """Replace the task's address space (Python's, or its parent's) with the saved one."""
     proc, inj, host = b.proc, b.inj, b.host
+    # one batch of injected calls (one round trip): it runs from the scratch, which stays
+    batch = inj.batch()
     rseq = pt.get_rseq(host)
-    if rseq.rseq_abi_pointer:  # inherited from the parent across fork
-        inj.call("rseq", rseq.rseq_abi_pointer, rseq.rseq_abi_size, RSEQ_FLAG_UNREGISTER, rseq.signature)
-    current = read_maps(host, with_flags=False)
-    cur_special = _special_areas(current)
+    if rseq.rseq_abi_pointer:  # inherited from the parent across fork: before any unmap
+        batch.add("rseq", rseq.rseq_abi_pointer, rseq.rseq_abi_size, RSEQ_FLAG_UNREGISTER, rseq.signature)
+    if cur_special is None:
+        cur_special = _special_areas(read_maps(host, with_flags=False))
     keep = sorted([*cur_special.values(), (s, s + scratch_size)])
     pos = lx.PAGE_SIZE
     for ks, ke in keep:
         if ks > pos:
-            inj.call("munmap", pos, ks - pos)
+            batch.add("munmap", pos, ks - pos)
         pos = max(pos, ke)
     if pos < TASK_SIZE:
-        inj.call("munmap", pos, TASK_SIZE - pos)
+        batch.add("munmap", pos, TASK_SIZE - pos)
 
     # vvar and vDSO move together to where the image had them (parked first: may overlap);
     # the vDSO holds the syscall instruction we execute, so it moves last each time
@@ -842,26 +858,25 @@ def _rebuild_memory(b: Built, plan: Plan, s: int, scratch_size: int,
     insn_offset = inj.syscall_ip - old_vdso  # where the syscall instruction is in the vDSO
     for kind in order:
         a, e = cur_special[kind]
-        inj.call("mremap", a, e - a, e - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, park + (a - lo))
-    inj.syscall_ip = park + (old_vdso - lo) + insn_offset
+        batch.add("mremap", a, e - a, e - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, park + (a - lo))
     for kind in order:
         a, e = cur_special[kind]
         dest = tgt_special.get(kind)
         if dest is None:
-            inj.call("munmap", park + (a - lo), e - a)
+            batch.add("munmap", park + (a - lo), e - a)
             continue
-        inj.call("mremap", park + (a - lo), e - a, e - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, dest[0])
-    inj.syscall_ip = tgt_special["vdso"][0] + insn_offset
+        batch.add("mremap", park + (a - lo), e - a, e - a, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, dest[0])
 
     # mm fields, auxv and exe before the areas exist (exe_fd is EBUSY while the old exe is mapped)
     mm = proc.mm
     auxv = mm.auxv[:416]
+    auxv_addr = batch.data(auxv)
     mm_map = struct.pack("<11QQII", mm.start_code, mm.end_code, mm.start_data, mm.end_data,
                          mm.start_brk, mm.brk, mm.start_stack, mm.arg_start, mm.arg_end,
-                         mm.env_start, mm.env_end, s + 128, len(auxv), plan.exe(proc.pid))
-    inj.write(s, mm_map)
-    inj.write(s + 128, auxv)
-    inj.call("prctl", lx.PR_SET_MM, lx.PR_SET_MM_MAP, s, len(mm_map), 0)
+                         mm.env_start, mm.env_end, auxv_addr, len(auxv), plan.exe(proc.pid))
+    batch.add("prctl", lx.PR_SET_MM, lx.PR_SET_MM_MAP, batch.data(mm_map), len(mm_map), 0)
+    batch.run()
+    inj.syscall_ip = tgt_special["vdso"][0] + insn_offset
 
 
 def _register_lazy(b: Built, vmas: list, sources: dict) -> object:
@@ -901,6 +916,18 @@ def _register_lazy(b: Built, vmas: list, sources: dict) -> object:
     return space
 
 
+def _split_lazy(vmas: list) -> tuple[list, list]:
+    """(areas the lazy page server fills: private anonymous ones with stored pages, the
+    other areas, whose pages are written now). One pass: a membership test against the
+    first list compared records field by field, quadratic in the number of areas (150 ms
+    for 3000 areas)."""
+    lazy: list = []
+    eager: list = []
+    for v in vmas:
+        (lazy if v.kind == "anon" and not v.shared and v.pages else eager).append(v)
+    return lazy, eager
+
+
 def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
                            lastcap: int) -> list[str]:
     """Areas and pages, signals, timers, limits, threads, credentials, then close helpers."""
@@ -910,8 +937,8 @@ def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
                     sources=sources)
     memory.restore_areas(t, proc.vmas)
     if b.lazy:
-        lazy_vmas = [v for v in proc.vmas if v.kind == "anon" and not v.shared and v.pages]
-        memory.restore_pages(t, [v for v in proc.vmas if v not in lazy_vmas])
+        lazy_vmas, eager_vmas = _split_lazy(proc.vmas)
+        memory.restore_pages(t, eager_vmas)
         if lazy_vmas:
             b.space = _register_lazy(b, lazy_vmas, sources)
     else:
@@ -919,13 +946,15 @@ def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
     warnings: list[str] = []
     signals.restore_sigactions(inj, s, proc.sigactions)
     task.restore_itimers(inj, s, proc.itimers)
-    inj.call("personality", proc.personality)
+    pb = inj.batch()
+    pb.add("personality", proc.personality)
     if proc.pdeath_sig:
-        inj.call("prctl", lx.PR_SET_PDEATHSIG, proc.pdeath_sig, 0, 0, 0)
+        pb.add("prctl", lx.PR_SET_PDEATHSIG, proc.pdeath_sig, 0, 0, 0)
     if proc.child_subreaper:
-        inj.call("prctl", lx.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        pb.add("prctl", lx.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if proc.thp_disabled:
-        inj.call("prctl", lx.PR_SET_THP_DISABLE, 1, 0, 0, 0)
+        pb.add("prctl", lx.PR_SET_THP_DISABLE, 1, 0, 0, 0)
+    pb.run()
     warnings += task.restore_rlimits(inj, s, proc.rlimits)
 
     # threads: clone3 with set_tid from inside the process; TRACECLONE stops each one
@@ -934,20 +963,22 @@ def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
     for th in proc.threads[1:]:
         host_tid = _inject_clone3(inj, s, THREAD_FLAGS, 0, th.tid, f"thread {th.tid}")
         b.threads[th.tid] = Injector(host, host_tid, b.mem_fd, inj.syscall_ip)
+        b.threads[th.tid].share_batch_area(inj)
         b.host_tids[th.tid] = host_tid
 
     full_root = task.creds_are_root_full(proc.creds, lastcap)
     ignored = signals.ignored_signals(proc.sigactions)
     for th in proc.threads:
         ti = b.threads[th.tid]
+        tb = ti.batch()
         if th.robust_list:
-            ti.call("set_robust_list", th.robust_list, th.robust_len or ROBUST_LIST_HEAD_SIZE)
-        ti.call("set_tid_address", th.clear_child_tid)
-        signals.restore_altstack(ti, s, th.altstack_sp, th.altstack_flags, th.altstack_size)
-        ti.write(s, th.name.encode()[:15] + b"\0")
-        ti.call("prctl", lx.PR_SET_NAME, s, 0, 0, 0)
+            tb.add("set_robust_list", th.robust_list, th.robust_len or ROBUST_LIST_HEAD_SIZE)
+        tb.add("set_tid_address", th.clear_child_tid)
+        tb.add("prctl", lx.PR_SET_NAME, tb.data(th.name.encode()[:15] + b"\0"), 0, 0, 0)
         if th.rseq_ptr:
-            ti.call("rseq", th.rseq_ptr, th.rseq_len, 0, th.rseq_sig)
+            tb.add("rseq", th.rseq_ptr, th.rseq_len, 0, th.rseq_sig)
+        tb.run()
+        signals.restore_altstack(ti, s, th.altstack_sp, th.altstack_flags, th.altstack_size)
         signals.restore_pending(ti, s, proc.pid, th.tid, th.pending, False, ignored)
     signals.restore_pending(inj, s, proc.pid, proc.pid, proc.shared_pending, True, ignored)
     b.plan = plan

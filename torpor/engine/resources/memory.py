@@ -44,6 +44,7 @@ SPECIAL = {"[vdso]": "vdso", "[vvar]": "vvar", "[vvar_vclock]": "vvar_vclock", "
 DELETED = " (deleted)"
 # madvise advice for VmFlags that a plain mmap does not give back
 MADV_FOR_FLAG = {"dd": 16, "dc": 10, "wf": 18, "hg": 14, "nh": 15, "mg": 12}  # DONTDUMP, DONTFORK, WIPEONFORK, HUGEPAGE, NOHUGEPAGE, MERGEABLE
+_MADV_FLAGS = frozenset(MADV_FOR_FLAG)
 CHUNK = 64 << 20
 BATCH = 1 << 30  # bytes per process_vm_writev call on restore
 
@@ -400,63 +401,143 @@ def mmap_flags(v: Vma) -> int:
     return flags
 
 
+def _was_writable(v: Vma) -> bool:
+    """A private area that is not writable now but was (accountable: "ac"), e.g. a RELRO
+    segment the loader relocated and then made read-only."""
+    return not v.shared and not v.prot & PROT_WRITE and "ac" in v.vmflags
+
+
 def restore_areas(t: TaskRestore, vmas: list[Vma]) -> None:
-    """Map every area (except the vDSO/vvar, moved separately) at its address."""
+    """Map every area (except the vDSO/vvar, moved separately) at its address: one batch of
+    injected syscalls when the task has a batch area (one round trip for all of them).
+
+    An area that was writable once is mapped writable and given its saved protection by
+    restore_pages once its pages are in, as the loader did: the kernel then accounts it
+    ("ac") as before, and its pages go in with process_vm_writev rather than one
+    /proc/PID/mem write per run."""
     inj = t.inj
+    batch = inj.batch() if inj.batch_area is not None else None
+    call = batch.add if batch is not None else inj.call
+    special = set(SPECIAL.values())
     for v in vmas:
-        if v.kind in SPECIAL.values():
+        if v.kind in special:
             continue
         length = v.end - v.start
+        prot = v.prot
+        if _was_writable(v):
+            prot |= PROT_WRITE
+            t.reprotect.append(v)
         if v.kind == "anon":
-            inj.call("mmap", v.start, length, v.prot, mmap_flags(v), -1, 0)
+            call("mmap", v.start, length, prot, mmap_flags(v), -1, 0)
         else:
             fd = t.file_fds.get(v.file_id)
             if fd is None:
                 raise TorporError(f"process {t.pid}: no file for mapping {v.path or 'anonymous'} at {v.start:#x}")
-            inj.call("mmap", v.start, length, v.prot, mmap_flags(v) & ~MAP_ANONYMOUS, fd, v.pgoff)
-        for flag, advice in MADV_FOR_FLAG.items():
-            if flag in v.vmflags:
-                inj.call("madvise", v.start, length, advice, check=False)
+            call("mmap", v.start, length, prot, mmap_flags(v) & ~MAP_ANONYMOUS, fd, v.pgoff)
+        if not _MADV_FLAGS.isdisjoint(v.vmflags):
+            for flag, advice in MADV_FOR_FLAG.items():
+                if flag in v.vmflags:
+                    call("madvise", v.start, length, advice, check=False)
+    if batch is not None:
+        batch.run()
+
+
+PARALLEL_MIN = 16 << 20  # restore_pages splits the copy between threads above this size
 
 
 def restore_pages(t: TaskRestore, vmas: list[Vma]) -> None:
     """Write stored pages into the mapped areas (from this image's page file, or from a
-    parent image's for pages an incremental image did not store again)."""
+    parent image's for pages an incremental image did not store again).
+
+    Writable areas are filled with process_vm_writev: the copy is bounded by allocating the
+    task's fresh pages, so above PARALLEL_MIN it is split into one contiguous share per CPU
+    (at most 4), written by as many threads (the syscall releases the GIL)."""
+    runs: list[tuple[int, int, int]] = []  # (remote address, local address, bytes)
+    opened = {id(v) for v in t.reprotect}  # mapped writable for now by restore_areas
+    for v in vmas:
+        writable = bool(v.prot & PROT_WRITE) or id(v) in opened
+        for r in v.pages:
+            n = r.npages * PAGE_SIZE
+            src, src_addr = t.sources[r.file]
+            if writable:
+                runs.append((r.vaddr, src_addr + r.offset, n))
+            else:
+                data = src[r.offset : r.offset + n]
+                off = 0
+                while off < n:
+                    off += os.pwrite(t.mem_fd, data[off:], r.vaddr + off)
+    _write_parallel(t.pid, runs)
+    _reprotect(t, t.reprotect)
+
+
+def _reprotect(t: TaskRestore, vmas: list[Vma]) -> None:
+    """The saved protection of every area restore_areas mapped writable (one batch); a
+    lazy restore's areas too (the page server fills read-only areas as well)."""
+    if not vmas:
+        return
+    inj = t.inj
+    batch = inj.batch() if inj.batch_area is not None else None
+    for v in vmas:
+        if batch is not None:
+            batch.add("mprotect", v.start, v.end - v.start, v.prot)
+        else:
+            inj.call("mprotect", v.start, v.end - v.start, v.prot)
+    if batch is not None:
+        batch.run()
+    t.reprotect.clear()
+
+
+def _write_parallel(pid: int, runs: list[tuple[int, int, int]]) -> None:
+    total = sum(n for _, _, n in runs)
+    if not total:
+        return
+    workers = max(1, min(4, len(os.sched_getaffinity(0)))) if total >= PARALLEL_MIN else 1
+    share = -(-total // workers)
+    shares: list[list[tuple[int, int, int]]] = [[]]
+    filled = 0
+    for a, src, n in runs:
+        while n:
+            if filled >= share and len(shares) < workers:
+                shares.append([])
+                filled = 0
+            take = min(n, share - filled) if len(shares) < workers else n
+            shares[-1].append((a, src, take))
+            filled += take
+            a, src, n = a + take, src + take, n - take
+    if len(shares) == 1:
+        _write_runs(pid, shares[0])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(shares), thread_name_prefix="torpor-pages") as pool:
+        for fut in [pool.submit(_write_runs, pid, sh) for sh in shares]:
+            fut.result()
+
+
+def _write_runs(pid: int, runs: list[tuple[int, int, int]]) -> None:
+    """process_vm_writev of runs [(remote, local, bytes)], in calls of at most IOV_MAX
+    iovecs and BATCH bytes (one call moves at most MAX_RW_COUNT, 2 GiB - 4 KiB)."""
     wv: list[tuple[int, int]] = []
     local: list[tuple[int, int]] = []
-
     pending = 0
 
     def flush() -> None:
         nonlocal pending
         if not wv:
             return
-        total = sum(n for _, n in wv)
-        done = vm.writev(t.pid, local, wv)
-        if done != total:
-            raise TorporError(f"process {t.pid}: short write of restored memory ({done} of {total} bytes)")
+        done = vm.writev(pid, local, wv)
+        if done != pending:
+            raise TorporError(f"process {pid}: short write of restored memory ({done} of {pending} bytes)")
         wv.clear()
         local.clear()
         pending = 0
 
-    for v in vmas:
-        writable = bool(v.prot & PROT_WRITE)
-        for r in v.pages:
-            n = r.npages * PAGE_SIZE
-            src, src_addr = t.sources[r.file]
-            if writable:
-                # one process_vm_writev moves at most MAX_RW_COUNT (2 GiB - 4 KiB): batches stay
-                # below BATCH bytes, and a single run larger than that is split
-                for off in range(0, n, BATCH):
-                    m = min(BATCH, n - off)
-                    wv.append((r.vaddr + off, m))
-                    local.append((src_addr + r.offset + off, m))
-                    pending += m
-                    if len(wv) >= vm.IOV_MAX or pending >= BATCH:
-                        flush()
-            else:
-                data = src[r.offset : r.offset + n]
-                off = 0
-                while off < n:
-                    off += os.pwrite(t.mem_fd, data[off:], r.vaddr + off)
+    for a, src, n in runs:
+        for off in range(0, n, BATCH):
+            m = min(BATCH, n - off)
+            wv.append((a + off, m))
+            local.append((src + off, m))
+            pending += m
+            if len(wv) >= vm.IOV_MAX or pending >= BATCH:
+                flush()
     flush()

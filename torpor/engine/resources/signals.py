@@ -41,12 +41,19 @@ def dump_sigactions(inj: Injector, scratch: int) -> list[SigAction]:
 
 def restore_sigactions(inj: Injector, scratch: int, actions: list[SigAction]) -> None:
     saved = {a.sig: a for a in actions}
+    batch = inj.batch() if inj.batch_area is not None else None
     for sig in range(1, NSIG + 1):
         if sig in (SIGKILL, SIGSTOP):
             continue
         a = saved.get(sig) or SigAction(sig, 0, 0, 0, 0)  # default for anything unrecorded
-        inj.write(scratch, _KSIGACTION.pack(a.handler, a.flags, a.restorer, a.mask))
-        inj.call("rt_sigaction", sig, scratch, 0, 8)
+        act = _KSIGACTION.pack(a.handler, a.flags, a.restorer, a.mask)
+        if batch is not None:
+            batch.add("rt_sigaction", sig, batch.data(act), 0, 8)
+        else:
+            inj.write(scratch, act)
+            inj.call("rt_sigaction", sig, scratch, 0, 8)
+    if batch is not None:
+        batch.run()
 
 
 def dump_altstack(inj: Injector, scratch: int) -> tuple[int, int, int]:

@@ -3,6 +3,7 @@ itimers, prctl bits, cwd/root/umask; thread name, rseq, robust list, clear_child
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from typing import TYPE_CHECKING
@@ -40,18 +41,28 @@ def dump_creds(pid: int) -> Creds:
 def restore_creds(inj: Injector, scratch: int, c: Creds, last_cap: int) -> None:
     """Switch one thread to the saved credentials. Order matters: the bounding set and
     groups need CAP_SETPCAP/CAP_SETGID, so they go before the uid change; KEEPCAPS keeps the
-    permitted set across it; capset then trims to the exact sets."""
+    permitted set across it; capset then trims to the exact sets. One batch of injected
+    calls when the thread has a batch area."""
+    batch = inj.batch() if inj.batch_area is not None else None
+
+    def put(data: bytes) -> int:
+        if batch is not None:
+            return batch.data(data)
+        inj.write(scratch, data)
+        return scratch
+
+    call = batch.add if batch is not None else inj.call
     for cap in range(last_cap + 1):
         if not c.cap_bnd >> cap & 1:
-            inj.call("prctl", lx.PR_CAPBSET_DROP, cap, 0, 0, 0)
-    inj.write(scratch, struct.pack(f"<{len(c.groups)}I", *c.groups) if c.groups else b"\0" * 4)
-    inj.call("setgroups", len(c.groups), scratch)
-    inj.call("setresgid", c.gid[0], c.gid[1], c.gid[2])
-    inj.call("setfsgid", c.gid[3], check=False)
-    inj.call("prctl", lx.PR_SET_KEEPCAPS, 1, 0, 0, 0)
-    inj.call("setresuid", c.uid[0], c.uid[1], c.uid[2])
-    inj.call("setfsuid", c.uid[3], check=False)
-    inj.call("prctl", lx.PR_SET_KEEPCAPS, 0, 0, 0, 0)
+            call("prctl", lx.PR_CAPBSET_DROP, cap, 0, 0, 0)
+    groups = put(struct.pack(f"<{len(c.groups)}I", *c.groups) if c.groups else b"\0" * 4)
+    call("setgroups", len(c.groups), groups)
+    call("setresgid", c.gid[0], c.gid[1], c.gid[2])
+    call("setfsgid", c.gid[3], check=False)
+    call("prctl", lx.PR_SET_KEEPCAPS, 1, 0, 0, 0)
+    call("setresuid", c.uid[0], c.uid[1], c.uid[2])
+    call("setfsuid", c.uid[3], check=False)
+    call("prctl", lx.PR_SET_KEEPCAPS, 0, 0, 0, 0)
     # struct __user_cap_header_struct {u32 version, int pid}; two __user_cap_data_struct
     hdr = struct.pack("<Ii", 0x20080522, 0)
     data = struct.pack(
@@ -59,12 +70,14 @@ def restore_creds(inj: Injector, scratch: int, c: Creds, last_cap: int) -> None:
         c.cap_eff & 0xFFFFFFFF, c.cap_prm & 0xFFFFFFFF, c.cap_inh & 0xFFFFFFFF,
         c.cap_eff >> 32, c.cap_prm >> 32, c.cap_inh >> 32,
     )
-    inj.write(scratch, hdr + data)
-    inj.call("capset", scratch, scratch + len(hdr))
-    inj.call("prctl", lx.PR_CAP_AMBIENT, lx.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, check=False)
+    caps = put(hdr + data)
+    call("capset", caps, caps + len(hdr))
+    call("prctl", lx.PR_CAP_AMBIENT, lx.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, check=False)
     for cap in range(last_cap + 1):
         if c.cap_amb >> cap & 1:
-            inj.call("prctl", lx.PR_CAP_AMBIENT, lx.PR_CAP_AMBIENT_RAISE, cap, 0, 0)
+            call("prctl", lx.PR_CAP_AMBIENT, lx.PR_CAP_AMBIENT_RAISE, cap, 0, 0)
+    if batch is not None:
+        batch.run()
 
 
 def creds_are_root_full(c: Creds, last_cap: int) -> bool:
@@ -97,9 +110,21 @@ def dump_rlimits(inj: Injector, scratch: int) -> list[list[int]]:
 def restore_rlimits(inj: Injector, scratch: int, limits: list[list[int]]) -> list[str]:
     """Set the saved limits inside the task (before its credentials change). A hard limit
     above the restorer's cannot be raised without CAP_SYS_RESOURCE: it is capped, with a
-    warning."""
+    warning. All limits go in one batch when the task has a batch area; the refused ones
+    are then capped one by one."""
     warnings = []
-    for res, (cur, mx) in enumerate(limits):
+    todo = list(enumerate(limits))
+    if inj.batch_area is not None:
+        batch = inj.batch()
+        for res, (cur, mx) in todo:
+            batch.add("prlimit64", 0, res, batch.data(struct.pack("<QQ", cur, mx)), 0, check=False)
+        results = batch.run()
+        for (res, _), got in zip(todo, results, strict=True):
+            if got < 0 and got != -errno.EPERM:
+                raise OSError(-got, f"{os.strerror(-got)} (batched prlimit64 of resource {res} "
+                                    f"in task {inj.tid})")
+        todo = [item for item, got in zip(todo, results, strict=True) if got == -errno.EPERM]
+    for res, (cur, mx) in todo:
         inj.write(scratch, struct.pack("<QQ", cur, mx))
         try:
             inj.call("prlimit64", 0, res, scratch, 0)
