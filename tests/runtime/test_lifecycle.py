@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 
 import pytest
@@ -250,3 +252,26 @@ def test_spec_writes_valid_template(rt, tmp_path):
     assert {n["type"] for n in spec["linux"]["namespaces"]} >= {"pid", "mount", "network"}
     r = rt("spec", "--bundle", str(tmp_path), check=False)
     assert r.rc != 0 and "exists" in r.err
+
+
+def test_state_waits_for_the_monitor_to_record_the_exit(rt, bundle):
+    """Between the init's exit and the monitor writing exit.json, `state` said stopped with no
+    exitStatus (a flaky test_kill_term_and_exit_status showed it): hold the monitor there."""
+    cid = rt.id()
+    rt("run", "-d", "--bundle", bundle(["sleep", "100"]), cid)
+    with open(os.path.join(rt.root, cid, "state.json")) as f:
+        rec = json.load(f)
+    mon, init = rec["monitor_pid"], rec["pid"]
+    os.kill(mon, signal.SIGSTOP)
+    try:
+        os.kill(init, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{init}") and time.monotonic() < deadline:
+            with open(f"/proc/{init}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break  # dead, not yet reaped by the stopped monitor
+            time.sleep(0.01)
+        threading.Timer(0.3, os.kill, (mon, signal.SIGCONT)).start()
+        assert rt.state(cid).get("exitStatus") == 137
+    finally:
+        os.kill(mon, signal.SIGCONT)

@@ -178,6 +178,14 @@ class Container:
         }
         if st == STOPPED:
             ex = self.exit_status()
+            mon = self.rec.monitor_pid
+            deadline = time.monotonic() + 2
+            # the init is gone but its monitor may not have written exit.json yet (it reaps,
+            # then writes): a state read in that window would miss the exit status
+            while (ex is None and mon and time.monotonic() < deadline
+                   and procs.alive(mon, self.rec.monitor_start)):
+                time.sleep(0.002)
+                ex = self.exit_status()
             if ex is not None:
                 out["exitStatus"] = ex.get("exit_code")
         return out
