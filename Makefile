@@ -44,6 +44,7 @@ test-clients: setup client-deps
 	$(PY) -m pytest -q tests/clients
 
 bench: setup
+	$(PY) -m pip install -q -e '.[test,bench]' --config-settings editable_mode=compat
 	$(PY) -m bench
 
 lint: setup
