@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from torpor.engine import freeze
+from torpor.engine import cow, freeze
 from torpor.engine.inject import Injector, Scratch, find_syscall_insn
 from torpor.engine.linux import ptrace as pt
 from torpor.engine.linux import sys as lx
@@ -91,6 +91,7 @@ class DumpContext(msgspec.Struct, dict=True):
     keep_sharing: bool = False  # --leave-running: do not unshare copy-on-write pages
     snapshot: bool = False  # --leave-running: read memory from a forked snapshot, unfrozen
     snapshots: dict = msgspec.field(default_factory=dict)  # host pid -> snapshot pid
+    cow: cow.Copier | None = None  # --leave-running: large areas moved out, copied unfrozen
     file_locks: bool = False  # --file-locks: save held file locks (else refuse them)
     tracking: Tracking | None = None  # --track-mem / --parent-path
     dirty: dict = msgspec.field(default_factory=dict)  # host pid -> {area start: written ranges}
@@ -198,14 +199,19 @@ def _fork_snapshot(inj: Injector, s: int) -> int:
 
 
 def drop_snapshots(ctx: DumpContext, tree: freeze.FrozenTree) -> None:
-    """Kill the snapshots, then have each process reap its own (a brief second stop)."""
+    """Kill the snapshots, then have each process reap its own and unmap the shadows of its
+    copy-on-write areas, by then empty (a brief second stop)."""
     for pid, snap in ctx.snapshots.items():
+        shadows = ctx.cow.shadows(pid) if ctx.cow is not None else []
+        vsnap = 0
         try:
             vsnap = _ns_ids(snap)[0]  # wait4 inside the process takes its namespace's PID
             os.kill(snap, 9)
             os.waitpid(snap, lx.WALL)  # as its tracer; hands the zombie to its parent
         except OSError:
-            continue
+            vsnap = 0
+            if not shadows:
+                continue
         try:
             pt.seize(pid, freeze.SEIZE_OPTIONS)
             pt.interrupt(pid)
@@ -217,7 +223,10 @@ def drop_snapshots(ctx: DumpContext, tree: freeze.FrozenTree) -> None:
             try:
                 inj = Injector(pid, pid, mem_fd, find_syscall_insn(pid, mem_fd))
                 try:
-                    inj.call("wait4", vsnap, 0, lx.WALL, 0, check=False)
+                    if vsnap:
+                        inj.call("wait4", vsnap, 0, lx.WALL, 0, check=False)
+                    for shadow, length in shadows:
+                        inj.call("munmap", shadow, length, check=False)
                 finally:
                     inj.finish()
             finally:
@@ -225,6 +234,49 @@ def drop_snapshots(ctx: DumpContext, tree: freeze.FrozenTree) -> None:
         finally:
             pt.detach(pid)
     ctx.snapshots.clear()
+
+
+def _snapshot(ctx: DumpContext, pid: int, leader: Injector, s: int, maps) -> None:
+    """Fork the snapshot; large anonymous areas are first moved out of the way (engine/cow.py)
+    so that the fork does not copy their page tables."""
+    proc = None
+    if ctx.cow is not None:
+        areas = cow.candidates(pid, maps)
+        if areas:
+            proc = cow.move_out(leader, pid, areas)
+    try:
+        moved = {a.start for a in proc.areas} if proc else set()
+        snap = 0
+        # the snapshot would lack DONTFORK / WIPEONFORK pages: then memory is read frozen
+        if not any(("dc" in e.vmflags or "wf" in e.vmflags) and e.start not in moved for e in maps):
+            snap = _fork_snapshot(leader, s)
+        if snap:
+            ctx.snapshots[pid] = snap
+            if proc:
+                cow.register(leader, proc)
+        elif proc:
+            cow.move_back_injected(leader, proc)
+    except BaseException:
+        if proc and proc.areas:
+            cow.move_back_injected(leader, proc)
+        if proc:
+            os.close(proc.fd)
+        raise
+    if proc and proc.areas:
+        ctx.cow.add(proc)
+    elif proc:
+        os.close(proc.fd)
+
+
+def _cow_pages(ctx: DumpContext, pid: int, vmas: list) -> None:
+    """Page runs of the moved-out areas, at the offsets reserved for them."""
+    proc = ctx.cow.procs.get(pid) if ctx.cow is not None else None
+    if proc is None:
+        return
+    by_start = {v.start: v for v in vmas}
+    for a in proc.areas:
+        v = by_start[a.start]
+        v.pages = [PageRun(p, n // lx.PAGE_SIZE, off) for p, n, off in a.pieces(a.start, a.end)]
 
 
 def _mm_fields(pid: int, brk: int) -> MmFields:
@@ -286,10 +338,8 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
             if ctx.tracking is not None and ctx.tracking.arm and pid not in ctx.tracking.trackers:
                 ctx.tracking.injector = leader
                 ctx.tracking.new_trackers[pid] = tracking.start(leader, pid, tracking.areas_of_maps(maps))
-            if ctx.snapshot and not any("dc" in e.vmflags or "wf" in e.vmflags for e in maps):
-                snap = _fork_snapshot(leader, s)
-                if snap:
-                    ctx.snapshots[pid] = snap
+            if ctx.snapshot:
+                _snapshot(ctx, pid, leader, s, maps)
         finally:
             if scratch is not None:
                 scratch.unmap()
@@ -298,6 +348,7 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
         creds = task.dump_creds(pid)
         creds.securebits = securebits
         vmas = memory.dump(ctx, maps)
+        _cow_pages(ctx, pid, vmas)
         fds = files.dump(ctx, pid, fdlist)
         cwd, root = task.read_cwd_root(pid)
         mm = _mm_fields(pid, brk)
@@ -387,6 +438,8 @@ def checkpoint_tree(
         # (it could not even die in a frozen cgroup), its memory is read as it stands
         ctx = DumpContext(writer, external=external, tree_mode=True, keep_sharing=leave_running,
                           snapshot=leave_running and not tree.was_frozen, file_locks=file_locks)
+        if ctx.snapshot and cow.enabled() and not compress and not (track_mem or parent_path):
+            ctx.cow = cow.Copier(ctx.pages)
         vpid_of = {p: _ns_ids(p)[0] for p in tree.order}
         if track_mem or parent_path:
             ctx.tracking = Tracking(arm=track_mem, vpid=vpid_of)
@@ -420,10 +473,14 @@ def checkpoint_tree(
             freeze.release(tree)  # every process has a snapshot: they run on from here
             t_thawed = time.monotonic()
             released = True
+        if ctx.cow is not None and ctx.cow.procs and released:
+            ctx.cow.start()  # saves the moved-out areas, moves them back, serves faults
         for p in live:  # parents before children: a child may point at its parent's pages
             ppid = parents[p]
             memory.copy_planned(ctx, p, ppid if ppid in ctx.planned else None,
                                 source=ctx.snapshots.get(p, p))
+        if ctx.cow is not None and ctx.cow.procs:
+            ctx.cow.finish()
         xstate = procs[0].threads[0].xstate
         image = TreeImage(
             schema_version=SCHEMA_VERSION, root_pid=procs[0].pid, processes=procs,
@@ -438,6 +495,8 @@ def checkpoint_tree(
                        **extra_meta, **(meta or {})})
     except BaseException:
         try:
+            if ctx is not None and ctx.cow is not None and ctx.cow.procs:
+                ctx.cow.finish(abort=True)  # every block back before the tree may run
             writer.abort()
         finally:
             if tree is not None and not released:

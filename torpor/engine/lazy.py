@@ -73,11 +73,20 @@ class Space:
         self.runs = keep
 
     def move(self, old: int, new: int, length: int) -> None:
+        """The process mremapped [old, old + length) to new: pending pages there follow (a
+        run only partly inside is split: its inside part moves, the rest stays)."""
         moved = []
-        for r in self.runs:
-            if old <= r[0] and r[0] + r[1] <= old + length:
-                r[0] += new - old
-            moved.append(r)
+        end = old + length
+        for va, ln, src in self.runs:
+            lo, hi = max(va, old), min(va + ln, end)
+            if lo >= hi:
+                moved.append([va, ln, src])
+                continue
+            if va < lo:
+                moved.append([va, lo - va, src])
+            moved.append([lo + (new - old), hi - lo, src + (lo - va)])
+            if hi < va + ln:
+                moved.append([hi, va + ln - hi, src + (hi - va)])
         self.runs = sorted(moved)
 
 

@@ -1,4 +1,5 @@
-"""userfaultfd(2): registering areas for missing-page faults and resolving them (lazy restore)."""
+"""userfaultfd(2): registering areas for missing-page faults and resolving them (lazy restore,
+copy-on-write checkpoints)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,19 @@ UFFDIO_API = 0xC018AA3F  # _IOWR(0xAA, 0x3F, struct uffdio_api)
 UFFDIO_REGISTER = 0xC020AA00  # _IOWR(0xAA, 0x00, struct uffdio_register)
 UFFDIO_COPY = 0xC028AA03  # _IOWR(0xAA, 0x03, struct uffdio_copy)
 UFFDIO_ZEROPAGE = 0xC020AA04  # _IOWR(0xAA, 0x04, struct uffdio_zeropage)
+UFFDIO_UNREGISTER = 0x8010AA01  # _IOR(0xAA, 0x01, struct uffdio_range)
+UFFDIO_WAKE = 0x8010AA02  # _IOR(0xAA, 0x02, struct uffdio_range)
+UFFDIO_MOVE = 0xC028AA05  # _IOWR(0xAA, 0x05, struct uffdio_move), 6.8+
 
 FEATURE_EVENT_FORK = 1 << 1
 FEATURE_EVENT_REMAP = 1 << 2
 FEATURE_EVENT_REMOVE = 1 << 3
 FEATURE_EVENT_UNMAP = 1 << 6
+FEATURE_MOVE = 1 << 16
 NONCOOPERATIVE = FEATURE_EVENT_FORK | FEATURE_EVENT_REMAP | FEATURE_EVENT_REMOVE | FEATURE_EVENT_UNMAP
 
 REGISTER_MODE_MISSING = 1
+MOVE_MODE_DONTWAKE, MOVE_MODE_ALLOW_SRC_HOLES = 1 << 0, 1 << 1
 
 EVENT_PAGEFAULT, EVENT_FORK, EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP = 0x12, 0x13, 0x14, 0x15, 0x16
 MSG_SIZE = 32
@@ -59,6 +65,35 @@ def zeropage(fd: int, start: int, length: int) -> None:
     except OSError as err:
         if err.errno not in (errno.EEXIST, errno.EAGAIN, errno.ENOENT, errno.ESRCH, errno.EINVAL):
             raise
+
+
+def move(fd: int, dst: int, src: int, length: int, mode: int = MOVE_MODE_ALLOW_SRC_HOLES) -> int:
+    """UFFDIO_MOVE (same address space: the uffd's): returns the bytes moved (> 0; a short
+    move is progress) or -errno when nothing was moved: EAGAIN (an event is pending: read it,
+    retry), EEXIST (a destination page is present), EBUSY (a source page is not exclusive),
+    ENOENT/EINVAL (an area is gone or differs), ESRCH (the process is gone)."""
+    buf = bytearray(struct.pack("<QQQQq", dst, src, length, mode, 0))
+    try:
+        fcntl.ioctl(fd, UFFDIO_MOVE, buf)
+    except OSError as err:
+        done = struct.unpack("<QQQQq", buf)[4]
+        return done if done > 0 else -err.errno
+    return struct.unpack("<QQQQq", buf)[4]
+
+
+def wake(fd: int, start: int, length: int) -> None:
+    """Wake the threads waiting on faults in [start, start + length)."""
+    try:
+        fcntl.ioctl(fd, UFFDIO_WAKE, struct.pack("<QQ", start, length))
+    except OSError:
+        pass
+
+
+def unregister(fd: int, start: int, length: int) -> None:
+    try:
+        fcntl.ioctl(fd, UFFDIO_UNREGISTER, struct.pack("<QQ", start, length))
+    except OSError:
+        pass
 
 
 def read_events(fd: int) -> list[tuple[int, tuple[int, ...]]]:

@@ -1,0 +1,175 @@
+"""checkpoint --leave-running of large anonymous areas through userfaultfd (engine/cow.py):
+the image must be one consistent instant of memory that keeps changing during the copy, and
+the process left running must keep every page it had, whatever it does meanwhile (write,
+MADV_DONTNEED, munmap, fork, several threads)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from engutil import assert_running_untraced
+from helpers import (
+    REPO,
+    alive,
+    assert_same_process_view,
+    checkpoint,
+    read_lines,
+    restore,
+    snapshot,
+    status,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _start(procs, compile_c, out: Path, mib: int, threads: int = 1) -> tuple[int, int, int]:
+    p = procs.start([compile_c("cowpages"), out, mib, threads])
+    line = wait_until(lambda: next((x for x in read_lines(out) if x.startswith("READY")), None), 20,
+                      "cowpages ready")
+    _, pid, addr, size = line.split()
+    assert int(pid) == p.pid
+    return p.pid, int(addr), int(size)
+
+
+def _verify(out: Path, pid: int, nthreads: int = 1, after: int = 0) -> dict[int, int]:
+    """Ask pid to check its memory; returns {thread: counter} from its OK lines."""
+    before = len(read_lines(out))
+    os.kill(pid, signal.SIGUSR1)
+
+    def got():
+        mine = [x.split() for x in read_lines(out)[before:] if x.split()[1] == str(pid)]
+        return mine if len(mine) >= nthreads else None
+
+    lines = wait_until(got, 30, f"{pid} to check its memory")
+    bad = [x for x in lines if x[0] != "OK"]
+    assert not bad, f"memory of {pid} is not one consistent instant: {bad}"
+    counters = {int(x[2]): int(x[3]) for x in lines}
+    assert all(c > after for c in counters.values())
+    return counters
+
+
+def _shadow(pid: int, addr: int, size: int) -> bool:
+    """The area's shadow is mapped (a second anonymous area of the same size)."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                if hi - lo == size and lo != addr:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def _checkpoint_bg(pid: int, image: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "torpor", "checkpoint", "--pid", str(pid), "--image-path", str(image),
+         "--leave-running"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _kill_and_restore(procs, pid: int, image: Path, child: int = 0) -> int:
+    os.kill(pid, signal.SIGKILL)
+    procs.reap(pid, timeout=5)
+    if child:  # reparented once pid is gone; its pgid/sid is pid's, which must be free
+        procs.reap(child, timeout=10)
+    new = restore(image, procs)
+    assert new == pid
+    assert_running_untraced(pid)
+    return new
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_cow_checkpoint_consistent_instant(compile_c, procs, tmp_path: Path, threads: int) -> None:
+    out = tmp_path / "out"
+    pid, addr, size = _start(procs, compile_c, out, 256, threads)
+    before = snapshot(pid)
+    _act_during_copy(pid, addr, size, tmp_path / "img", None)  # the copy runs unfrozen
+    assert alive(pid)
+    assert_running_untraced(pid)
+    assert not _shadow(pid, addr, size), "the shadow area was left behind"
+    assert_same_process_view(before, snapshot(pid), ignore=["status.VmRSS", "status.VmHWM"])
+    counters = _verify(out, pid, threads)  # the original is unharmed
+    assert os.path.getsize(tmp_path / "img" / "pages.img") >= size
+    _kill_and_restore(procs, pid, tmp_path / "img")
+    first = _verify(out, pid, threads)  # the image is one instant
+    time.sleep(0.2)
+    later = _verify(out, pid, threads)  # and the counters go on from there
+    for t in range(threads):
+        assert first[t] <= counters[t], "the image is later than the checks after it"
+        assert later[t] > first[t]
+
+
+def _act_during_copy(pid: int, addr: int, size: int, image: Path, out: Path | None) -> list[str]:
+    """checkpoint --leave-running; once the process runs again with its area moved out (the
+    shadow is there), SIGUSR2 makes it act (out given)."""
+    ck = _checkpoint_bg(pid, image)
+    acted: list[str] = []
+    try:
+        wait_until(lambda: _shadow(pid, addr, size) and status(pid)["TracerPid"] == "0" or ck.poll() is not None,
+                   30, "the copy to start")
+        assert ck.poll() is None, "the checkpoint ended before the copy could be observed"
+        if out is None:
+            stdout, stderr = ck.communicate(timeout=60)
+            assert ck.returncode == 0, stderr.decode()
+            return acted
+        os.kill(pid, signal.SIGUSR2)
+        acted = wait_until(lambda: next((x.split() for x in read_lines(out) if x.startswith("ACTED")), None),
+                           30, "the action")
+        during = ck.poll() is None
+        stdout, stderr = ck.communicate(timeout=60)
+    finally:
+        if ck.poll() is None:
+            ck.kill()
+            ck.wait()
+    assert ck.returncode == 0, stderr.decode()
+    assert during, "the action came after the copy (not what this test is about)"
+    return acted
+
+
+@pytest.mark.parametrize("action", ["dontneed", "unmap"])
+def test_cow_checkpoint_area_dropped_during_copy(compile_c, procs, tmp_path: Path, monkeypatch,
+                                                 action: str) -> None:
+    monkeypatch.setenv("COW_ACTION", action)
+    out = tmp_path / "out"
+    pid, addr, size = _start(procs, compile_c, out, 256)
+    _act_during_copy(pid, addr, size, tmp_path / "img", out)
+    counters = _verify(out, pid)  # dropped part reads as zero (dontneed) / is gone (unmap)
+    _kill_and_restore(procs, pid, tmp_path / "img")
+    first = _verify(out, pid)  # the image has all of it, as it was at the instant
+    assert first[0] <= counters[0]
+    _verify(out, pid, after=first[0])
+
+
+def test_cow_checkpoint_fork_during_copy(compile_c, procs, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("COW_ACTION", "fork")
+    out = tmp_path / "out"
+    pid, addr, size = _start(procs, compile_c, out, 256)
+    acted = _act_during_copy(pid, addr, size, tmp_path / "img", out)
+    child = int(acted[3])
+    procs.adopt(child)
+    _verify(out, child)  # the child forked during the copy has every page
+    counters = _verify(out, pid)
+    os.kill(child, signal.SIGKILL)  # a zombie of pid until pid goes
+    _kill_and_restore(procs, pid, tmp_path / "img", child)
+    first = _verify(out, pid)
+    assert first[0] <= counters[0]
+
+
+def test_cow_checkpoint_off_switch(compile_c, procs, tmp_path: Path, monkeypatch) -> None:
+    """TORPOR_COW=0: the fork snapshot alone, same result."""
+    monkeypatch.setenv("TORPOR_COW", "0")
+    out = tmp_path / "out"
+    pid, _, _ = _start(procs, compile_c, out, 64)
+    checkpoint(pid, tmp_path / "img", "--leave-running")
+    counters = _verify(out, pid)
+    _kill_and_restore(procs, pid, tmp_path / "img")
+    assert _verify(out, pid)[0] <= counters[0]

@@ -1,0 +1,569 @@
+"""Copy-on-write checkpoints of large anonymous areas (`checkpoint --leave-running`).
+
+Forking a snapshot copies the page tables of the whole process (82 ms for 2 GiB). For each
+large private anonymous area the frozen process instead gets, by injected syscalls:
+  * a userfaultfd (copied into torpor with pidfd_getfd, closed in the task; EVENT_FORK, REMAP,
+    REMOVE, UNMAP and UFFD_FEATURE_MOVE),
+  * an mremap(MREMAP_DONTUNMAP) of the area to a "shadow" address with the same offset modulo
+    2 MiB: the page tables move whole, no page is copied, and the old range stays mapped but
+    empty; the shadow is MADV_DONTFORK (an application fork must not inherit it),
+and, once the snapshot of the small areas is forked, the old range is registered for
+missing-page faults. The process is then let go. This module's copier (one thread) saves
+each 2 MiB block of the shadow into the page file (offsets reserved while frozen) and
+UFFDIO_MOVEs it back; a fault on a block not yet back has that block saved and moved first.
+A fork during the copy hands over the child's userfaultfd: the child misses the same blocks,
+and gets them by UFFDIO_COPY from the saved data before the parent's block moves back.
+MADV_DONTNEED/munmap of the old range (REMOVE/UNMAP) make the copier save those pages but
+never move them back; an mremap of it (REMAP) is followed. When every block is back the
+userfaultfds are closed (the kernel unregisters the ranges) and the shadows are unmapped in
+the process's second brief stop (dump.drop_snapshots).
+
+Failure must never cost the application its memory: if saving fails, every block is still
+moved back (or copied back, when UFFDIO_MOVE refuses a page) and only then is the error
+raised. An area whose mremap fails (ENOMEM: overcommit, RLIMIT_AS), a process where
+userfaultfd(2) is refused, areas already registered with a userfaultfd (the --track-mem
+tracker), locked, read-only or holding pages shared with another process keep the fork
+snapshot. TORPOR_COW=0 turns this path off.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import mmap
+import os
+import queue
+import select
+import threading
+from collections import deque
+
+import msgspec
+
+from torpor.engine.lazy import Space
+from torpor.engine.linux import sys as lx
+from torpor.engine.linux import uffd, vm
+from torpor.engine.linux.pagemap import PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PageMap
+from torpor.engine.linux.sys import PAGE_SIZE
+from torpor.errors import TorporError
+
+BLOCK = 2 << 20  # the unit of save-and-move-back (a PMD: the kernel moves it whole)
+MIN_PRESENT = 1 << 20  # areas with less than this in pages stay in the fork snapshot
+# VmFlags that keep an area in the snapshot: locked, already registered with a userfaultfd,
+# stack, hugetlb, pfn/io/mixed maps, shadow stack
+EXCLUDED_FLAGS = {"lo", "um", "uw", "ui", "gd", "ht", "pf", "io", "mm", "ss"}
+BUFFERS = 8
+# a pagemap entry's top byte: present (bit 63) without exclusive (bit 56) -> 1
+_SHARED_TABLE = bytes(1 if v & 0x81 == 0x80 else 0 for v in range(256))
+
+
+def enabled() -> bool:
+    return os.environ.get("TORPOR_COW", "1") != "0"
+
+
+class CowError(TorporError):
+    pass
+
+
+class Area(msgspec.Struct):
+    """One area moved out to a shadow: present pages (old addresses) and where they go in
+    the page file (consecutive, in address order, from `offset`)."""
+
+    start: int
+    end: int
+    dontfork: bool
+    present: list[tuple[int, int]]  # (addr, length)
+    shadow: int = 0
+    offset: int = 0
+    _starts: list[int] = msgspec.field(default_factory=list)
+    _offs: list[int] = msgspec.field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    @property
+    def nbytes(self) -> int:
+        return sum(n for _, n in self.present)
+
+    def place(self, offset: int) -> None:
+        self.offset = offset
+        self._starts = [a for a, _ in self.present]
+        self._offs = []
+        for _, n in self.present:
+            self._offs.append(offset)
+            offset += n
+
+    def pieces(self, lo: int, hi: int) -> list[tuple[int, int, int]]:
+        """Present pages in old-range [lo, hi): (addr, length, file offset)."""
+        out = []
+        i = max(bisect.bisect_right(self._starts, lo) - 1, 0)
+        while i < len(self.present):
+            a, n = self.present[i]
+            if a >= hi:
+                break
+            s, e = max(a, lo), min(a + n, hi)
+            if s < e:
+                out.append((s, e - s, self._offs[i] + (s - a)))
+            i += 1
+        return out
+
+
+class Proc(msgspec.Struct):
+    pid: int
+    fd: int  # the userfaultfd, in torpor
+    areas: list[Area] = msgspec.field(default_factory=list)
+
+    def area_of_shadow(self, addr: int) -> Area | None:
+        for a in self.areas:
+            if a.shadow <= addr < a.shadow + a.length:
+                return a
+        return None
+
+
+class CowSpace(Space):
+    """Pending ranges [vaddr, length, shadow address] of one address space: the process
+    that owns the shadow (blocks are moved back) or a child forked during the copy (blocks
+    are copied in)."""
+
+    def __init__(self, fd: int, runs: list[list[int]], owner: Proc, mover: bool) -> None:
+        super().__init__(fd, runs)
+        self.owner, self.mover = owner, mover
+
+    def take_src(self, lo: int, hi: int) -> list[tuple[int, int, int]]:
+        """Remove and return the pending parts whose shadow address is in [lo, hi)."""
+        out, keep = [], []
+        for va, ln, src in self.runs:
+            s, e = max(src, lo), min(src + ln, hi)
+            if s >= e:
+                keep.append([va, ln, src])
+                continue
+            if src < s:
+                keep.append([va, s - src, src])
+            out.append((va + (s - src), e - s, s))
+            if e < src + ln:
+                keep.append([va + (e - src), src + ln - e, e])
+        self.runs = sorted(keep)
+        return out
+
+
+# ------------------------------------------------------------------ frozen: choose, move out
+
+
+def _all_exclusive(pagemap_fd: int, runs: list[tuple[int, int]]) -> bool:
+    for a, n in runs:
+        raw = os.pread(pagemap_fd, n // PAGE_SIZE * 8, a // PAGE_SIZE * 8)
+        if 1 in raw[7::8].translate(_SHARED_TABLE):
+            return False
+    return True
+
+
+def candidates(pid: int, maps) -> list[Area]:
+    """Areas of the frozen pid worth moving out: private anonymous, writable, not excluded
+    by their flags, >= MIN_PRESENT of present pages, none of them shared with another
+    process (UFFDIO_MOVE only moves exclusive pages; reading shared ones would unshare them)."""
+    out: list[Area] = []
+    pm = None
+    try:
+        for e in maps:
+            if (e.inode or e.shared or e.perms[1] != "w" or e.vmflags & EXCLUDED_FLAGS
+                    or (e.path and not e.path.startswith("[anon:"))
+                    or e.end - e.start < MIN_PRESENT):
+                continue
+            if pm is None:
+                pm = PageMap(pid)
+            present: list[tuple[int, int]] = []
+            for s, t, cat in pm.regions(e.start, e.end):
+                if cat & PAGE_IS_PFNZERO or not cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED):
+                    continue
+                if present and present[-1][0] + present[-1][1] == s:
+                    present[-1] = (present[-1][0], present[-1][1] + t - s)
+                else:
+                    present.append((s, t - s))
+            if sum(n for _, n in present) < MIN_PRESENT or not _all_exclusive(pm.fd, present):
+                continue
+            out.append(Area(e.start, e.end, "dc" in e.vmflags, present))
+    finally:
+        if pm is not None:
+            pm.close()
+    return out
+
+
+def _steal_fd(pid: int, fd: int) -> int:
+    pidfd = lx.syscall(lx.NR["pidfd_open"], pid, 0)
+    try:
+        return lx.syscall(lx.NR["pidfd_getfd"], pidfd, fd, 0)
+    finally:
+        os.close(pidfd)
+
+
+def move_out(inj, pid: int, areas: list[Area]) -> Proc | None:
+    """While frozen: make the userfaultfd and move each area's pages to its shadow (before
+    the snapshot fork, so the fork copies none of their page tables). Areas that cannot be
+    moved stay as they are (the snapshot will hold them). None if nothing was moved."""
+    try:
+        task_fd = inj.call("userfaultfd", os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None  # e.g. EPERM: an unprivileged task (vm.unprivileged_userfaultfd = 0)
+    try:
+        fd = _steal_fd(pid, task_fd)
+    except OSError:
+        return None
+    finally:
+        inj.call("close", task_fd, check=False)
+    try:
+        uffd.api(fd, uffd.NONCOOPERATIVE | uffd.FEATURE_MOVE)
+    except OSError:
+        os.close(fd)
+        return None
+    proc = Proc(pid, fd)
+    for a in areas:
+        n = a.length
+        res = inj.call("mmap", 0, n + BLOCK, lx.PROT_NONE,
+                       lx.MAP_PRIVATE | lx.MAP_ANONYMOUS | lx.MAP_NORESERVE, -1, 0, check=False)
+        if -4096 < res < 0:
+            continue
+        shadow = res + (a.start - res) % BLOCK  # same offset in its 2 MiB as the area
+        if shadow > res:
+            inj.call("munmap", res, shadow - res, check=False)
+        if res + n + BLOCK > shadow + n:
+            inj.call("munmap", shadow + n, res + n + BLOCK - shadow - n, check=False)
+        got = inj.call("mremap", a.start, n, n,
+                       lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED | lx.MREMAP_DONTUNMAP, shadow, check=False)
+        if got != shadow:  # ENOMEM (commit charge, RLIMIT_AS, map count): keep it in the snapshot
+            inj.call("munmap", shadow, n, check=False)
+            continue
+        a.shadow = shadow
+        inj.call("madvise", shadow, n, lx.MADV_DONTFORK, check=False)
+        proc.areas.append(a)
+    if not proc.areas:
+        os.close(fd)
+        return None
+    return proc
+
+
+def move_back_injected(inj, proc: Proc, areas: list[Area] | None = None) -> None:
+    """Undo move_out while still frozen (no snapshot after all, or a registration failed):
+    mremap each shadow back over its old range."""
+    for a in list(areas if areas is not None else proc.areas):
+        n = a.length
+        inj.call("mremap", a.shadow, n, n, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, a.start)
+        if not a.dontfork:
+            inj.call("madvise", a.start, n, lx.MADV_DOFORK, check=False)
+        proc.areas.remove(a)
+
+
+def register(inj, proc: Proc) -> None:
+    """After the snapshot fork (a registered area would make that fork wait for us to read
+    its FORK event): register every old range for missing faults."""
+    for a in list(proc.areas):
+        try:
+            uffd.register(proc.fd, a.start, a.length)
+        except OSError:
+            move_back_injected(inj, proc, [a])
+
+
+# ---------------------------------------------------------------------------- the copier
+
+
+class Copier:
+    """Saves the moved-out areas of every process of the tree and moves them back, serving
+    faults and events meanwhile (run() in one thread)."""
+
+    def __init__(self, pages) -> None:
+        self.pages = pages  # the image's PageFile: its raw fd is taken once an area is added
+        self.page_fd = -1
+        self.finished = False
+        self.procs: dict[int, Proc] = {}
+        self.spaces: dict[int, CowSpace] = {}
+        self.done: set[tuple[int, int]] = set()
+        self.faults: deque = deque()
+        self.poller = select.poll()
+        self.aborting = False
+        self.error: BaseException | None = None
+        self.thread: threading.Thread | None = None
+        self.stats = {"blocks": 0, "faults": 0, "forks": 0, "copied_back": 0}
+        self._bufs = [mmap.mmap(-1, BLOCK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+                      for _ in range(BUFFERS)]
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for i in range(BUFFERS):
+            self._free.put(i)
+        self._writes: queue.SimpleQueue = queue.SimpleQueue()
+        self._write_error: list[BaseException] = []
+        self._writer: threading.Thread | None = None
+        self._cv = threading.Condition()
+        self._inflight = 0
+
+    def add(self, proc: Proc) -> None:
+        """A process whose areas were moved out and registered: reserve their place in the
+        page file (still frozen) and start serving its userfaultfd."""
+        if self.page_fd < 0:
+            self.page_fd = self.pages.fd
+        for a in proc.areas:
+            a.place(self.pages.reserve(a.nbytes))
+        self.procs[proc.pid] = proc
+        runs = [[a.start, a.length, a.shadow] for a in proc.areas]
+        self._add_space(CowSpace(proc.fd, runs, proc, True))
+
+    def _add_space(self, space: CowSpace) -> None:
+        self.spaces[space.fd] = space
+        self.poller.register(space.fd, select.POLLIN)
+
+    def shadows(self, pid: int) -> list[tuple[int, int]]:
+        proc = self.procs.get(pid)
+        return [(a.shadow, a.length) for a in proc.areas] if proc else []
+
+    # -- threads
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self.run, name="torpor-cow", daemon=True)
+        self.thread.start()
+
+    def finish(self, abort: bool = False) -> None:
+        """Wait for every block to be back; raise what went wrong (after moving back)."""
+        if abort:
+            self.aborting = True
+        if self.finished and self.thread is None:
+            return
+        if self.thread is None:
+            self.run()
+        else:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None and not abort:
+            raise CowError(f"copy-on-write checkpoint failed: {self.error}") from self.error
+
+    def _write_loop(self) -> None:
+        while (item := self._writes.get()) is not None:
+            idx, views, offset = item
+            try:
+                if not self._write_error:
+                    pos = offset
+                    while views:
+                        n = os.pwritev(self.page_fd, views, pos)
+                        pos += n
+                        while views and n >= len(views[0]):
+                            n -= len(views[0])
+                            views = views[1:]
+                        if views and n:
+                            views = [views[0][n:]] + views[1:]
+            except BaseException as err:  # noqa: BLE001 - reported by the copier
+                self._write_error.append(err)
+            self._free.put(idx)
+            with self._cv:
+                self._inflight -= 1
+                self._cv.notify_all()
+
+    # -- the loop
+    def run(self) -> None:
+        self.finished = True
+        self._writer = threading.Thread(target=self._write_loop, name="torpor-cow-writer", daemon=True)
+        self._writer.start()
+        try:
+            try:
+                for proc in list(self.procs.values()):
+                    for a in list(proc.areas):
+                        b = a.shadow - a.shadow % BLOCK
+                        while b < a.shadow + a.length:
+                            self._serve()
+                            self._block(proc, a, max(b, a.shadow))
+                            b += BLOCK
+                self._serve()
+            except BaseException as err:  # noqa: BLE001 - every block must still go back
+                self.error = self.error or err
+                self.aborting = True
+                self._give_back_all()
+        finally:
+            self._writes.put(None)
+            self._writer.join()
+            if self._write_error and self.error is None:
+                self.error = self._write_error[0]
+            self._close()
+
+    def _give_back_all(self) -> None:
+        """Abort: move every pending range back without saving, trying every block."""
+        for proc in list(self.procs.values()):
+            for a in list(proc.areas):
+                b = a.shadow - a.shadow % BLOCK
+                while b < a.shadow + a.length:
+                    try:
+                        self._serve()
+                        self._block(proc, a, max(b, a.shadow))
+                    except BaseException as err:  # noqa: BLE001 - go on with the others
+                        self.error = self.error or err
+                    b += BLOCK
+
+    def _close(self) -> None:
+        for fd in list(self.spaces):
+            try:
+                self.poller.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+            os.close(fd)  # the kernel unregisters the ranges
+        self.spaces.clear()
+        for buf in self._bufs:
+            try:
+                buf.close()
+            except BufferError:
+                pass
+
+    # -- events and faults
+    def _pump(self) -> None:
+        """Read every pending message; faults are queued, other events applied at once (the
+        application waits until they are read)."""
+        for fd, ev in self.poller.poll(0):
+            space = self.spaces.get(fd)
+            if space is None:
+                continue
+            if ev & (select.POLLERR | select.POLLNVAL):
+                continue
+            for event, args in uffd.read_events(fd):
+                if event == uffd.EVENT_PAGEFAULT:
+                    self.faults.append((fd, args[1]))
+                elif event == uffd.EVENT_FORK:
+                    self.stats["forks"] += 1
+                    self._add_space(CowSpace(args[0], [list(r) for r in space.runs], space.owner, False))
+                elif event == uffd.EVENT_REMAP:
+                    space.move(*args)
+                elif event in (uffd.EVENT_REMOVE, uffd.EVENT_UNMAP):
+                    space.drop(*args)
+
+    def _serve(self) -> None:
+        self._pump()
+        while self.faults:
+            fd, addr = self.faults.popleft()
+            space = self.spaces.get(fd)
+            if space is not None:
+                self._fault(space, addr)
+            self._pump()
+
+    def _fault(self, space: CowSpace, addr: int) -> None:
+        self.stats["faults"] += 1
+        page = addr & ~(PAGE_SIZE - 1)
+        i = space.find(page)
+        if i >= 0:
+            va, _, src = space.runs[i]
+            src += page - va
+            a = space.owner.area_of_shadow(src)
+            if a is not None:
+                self._block(space.owner, a, max(src - src % BLOCK, a.shadow))
+            if space.find(page) >= 0:  # cannot happen: never leave a thread waiting
+                space.drop(page, page + PAGE_SIZE)
+        if space.find(page) < 0:
+            uffd.zeropage(space.fd, page, PAGE_SIZE)  # never present, or dropped: zeros
+            uffd.wake(space.fd, page, PAGE_SIZE)
+
+    # -- one block: save it, then hand it to every space that misses it
+    def _block(self, proc: Proc, a: Area, bs: int) -> None:
+        be = min(bs - bs % BLOCK + BLOCK, a.shadow + a.length)
+        lo = bs - a.shadow + a.start
+        pieces = a.pieces(lo, be - a.shadow + a.start)  # old addresses
+        key = (proc.pid, bs)
+        idx = self._free.get()
+        buf = self._bufs[idx]
+        base = lx.addr(buf)
+        queued = False
+        try:
+            data = bool(pieces)
+            if key not in self.done:
+                if pieces:
+                    data = self._read(proc.pid, a, pieces, lo, base, buf)
+                    if not self.aborting and not self._write_error:
+                        view = memoryview(buf)
+                        with self._cv:
+                            self._inflight += 1
+                        self._writes.put((idx, [view[p - lo : p - lo + n] for p, n, _ in pieces], pieces[0][2]))
+                        queued = True
+                self.done.add(key)
+                self.stats["blocks"] += 1
+            elif pieces:
+                data = self._reload(pieces, lo, buf)
+            self._deliver(proc, bs, be, a, pieces if data else [], base)
+        finally:
+            if not queued:
+                self._free.put(idx)
+
+    def _read(self, pid: int, a: Area, pieces, lo: int, base: int, buf) -> bool:
+        delta = a.shadow - a.start
+        local = [(base + p - lo, n) for p, n, _ in pieces]
+        remote = [(p + delta, n) for p, n, _ in pieces]
+        total = sum(n for _, n in local)
+        try:
+            got = vm.readv(pid, local, remote)
+        except OSError as err:
+            got = -err.errno
+        if got == total:
+            return True
+        if self.aborting:
+            return False
+        raise CowError(f"process {pid}: cannot read its memory at {remote[0][0]:#x} "
+                       f"({os.strerror(-got) if got < 0 else 'short read'})")
+
+    def _reload(self, pieces, lo: int, buf) -> bool:
+        """A block already saved is needed again (a child still misses part of it): read it
+        back from the page file."""
+        if self.aborting:
+            return False
+        with self._cv:
+            self._cv.wait_for(lambda: self._inflight == 0)
+        view = memoryview(buf)
+        for p, n, off in pieces:
+            os.preadv(self.page_fd, [view[p - lo : p - lo + n]], off)
+        return True
+
+    def _deliver(self, proc: Proc, bs: int, be: int, a: Area, pieces, base: int) -> None:
+        lo = bs - a.shadow + a.start
+        while True:
+            retry = False
+            for space in [s for s in self.spaces.values() if s.owner is proc]:
+                for va, ln, src in space.take_src(bs, be):
+                    rest = self._put(space, va, ln, src, a, pieces, lo, base)
+                    if rest is not None:
+                        space.put_back(*rest)
+                        retry = True
+            if not retry:
+                return
+            self._pump()  # EAGAIN: an event (fork, mremap, ...) must be read first
+
+    def _put(self, space: CowSpace, va: int, ln: int, src: int, a: Area, pieces, lo: int,
+             base: int) -> tuple[int, int, int] | None:
+        """Move (owner) or copy (child) [va, va + ln) <- shadow src. Returns what is left to
+        do after EAGAIN, else None."""
+        done = 0
+        if space.mover:
+            while done < ln:
+                n = uffd.move(space.fd, va + done, src + done, ln - done)
+                if n > 0:
+                    done += n
+                elif n == -errno.EAGAIN:
+                    return va + done, ln - done, src + done
+                elif n == -errno.EEXIST:
+                    done += PAGE_SIZE  # the page is there already: keep it
+                elif n == -errno.ESRCH:
+                    return None  # the process is gone
+                else:  # EBUSY (a shared page), EINVAL (mprotected meanwhile), ENOENT: copy it
+                    break
+            if done >= ln:
+                return None
+            self.stats["copied_back"] += 1
+        return self._copy(space, va + done, ln - done, src + done, a, pieces, lo, base)
+
+    def _copy(self, space: CowSpace, va: int, ln: int, src: int, a: Area, pieces, lo: int,
+              base: int) -> tuple[int, int, int] | None:
+        """UFFDIO_COPY the present pages of [src, src + ln) from the block buffer (holes
+        stay missing: a fault there gets a zero page)."""
+        delta = a.shadow - a.start
+        for p, n, _ in pieces:
+            s, e = max(p + delta, src), min(p + delta + n, src + ln)
+            if s >= e:
+                continue
+            pos = s
+            while pos < e:
+                got = uffd.copy(space.fd, va + (pos - src), base + (pos - delta - lo), e - pos)
+                if got > 0:
+                    pos += got
+                elif got == -errno.EEXIST:
+                    pos += PAGE_SIZE
+                elif got == -errno.EAGAIN:
+                    return va + (pos - src), src + ln - pos, pos
+                else:
+                    break  # gone: unmapped, or the process exited
+        return None
