@@ -91,20 +91,29 @@ def _kill_and_restore(procs, pid: int, image: Path, child: int = 0) -> int:
 def test_cow_checkpoint_consistent_instant(compile_c, procs, tmp_path: Path, threads: int) -> None:
     out = tmp_path / "out"
     pid, addr, size = _start(procs, compile_c, out, 256, threads)
-    before = snapshot(pid)
+    # a thread being created runs with every signal blocked until glibc sets its mask: take
+    # the view once every thread has its own (else the comparison below races with that)
+    def settled():
+        view = snapshot(pid)
+        starting = any(t.get("SigBlk") == "fffffffffffbfeff" for t in view["tasks"].values())
+        return None if starting else view
+
+    before = wait_until(settled, 10, "the threads to start")
     _act_during_copy(pid, addr, size, tmp_path / "img", None)  # the copy runs unfrozen
     assert alive(pid)
     assert_running_untraced(pid)
     assert not _shadow(pid, addr, size), "the shadow area was left behind"
     assert_same_process_view(before, snapshot(pid), ignore=["status.VmRSS", "status.VmHWM"])
-    counters = _verify(out, pid, threads)  # the original is unharmed
+    _verify(out, pid, threads)  # the original is unharmed
     assert os.path.getsize(tmp_path / "img" / "pages.img") >= size
     _kill_and_restore(procs, pid, tmp_path / "img")
     first = _verify(out, pid, threads)  # the image is one instant
     time.sleep(0.2)
     later = _verify(out, pid, threads)  # and the counters go on from there
+    # (first <= counters does not hold reliably: the restored copy may run longer before its
+    # check than the original ran between the checkpoint and its own; the OK lines above are
+    # what proves the image one instant)
     for t in range(threads):
-        assert first[t] <= counters[t], "the image is later than the checks after it"
         assert later[t] > first[t]
 
 
@@ -145,7 +154,7 @@ def test_cow_checkpoint_area_dropped_during_copy(compile_c, procs, tmp_path: Pat
     counters = _verify(out, pid)  # dropped part reads as zero (dontneed) / is gone (unmap)
     _kill_and_restore(procs, pid, tmp_path / "img")
     first = _verify(out, pid)  # the image has all of it, as it was at the instant
-    assert first[0] <= counters[0]
+    assert counters
     _verify(out, pid, after=first[0])
 
 
@@ -161,7 +170,8 @@ def test_cow_checkpoint_fork_during_copy(compile_c, procs, tmp_path: Path, monke
     os.kill(child, signal.SIGKILL)  # a zombie of pid until pid goes
     _kill_and_restore(procs, pid, tmp_path / "img", child)
     first = _verify(out, pid)
-    assert first[0] <= counters[0]
+    assert counters
+    _verify(out, pid, after=first[0])
 
 
 def test_cow_checkpoint_off_switch(compile_c, procs, tmp_path: Path, monkeypatch) -> None:
@@ -172,4 +182,6 @@ def test_cow_checkpoint_off_switch(compile_c, procs, tmp_path: Path, monkeypatch
     checkpoint(pid, tmp_path / "img", "--leave-running")
     counters = _verify(out, pid)
     _kill_and_restore(procs, pid, tmp_path / "img")
-    assert _verify(out, pid)[0] <= counters[0]
+    assert counters
+    first = _verify(out, pid)
+    _verify(out, pid, after=first[0])
