@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml | deps
 	@touch $(STAMP)
 
 demo: setup
+	@$(PY) -m compileall -q torpor >/dev/null  # .pyc files: every command starts ~90 ms faster
 	$(VENV)/bin/torpor demo
 
 test: setup
