@@ -23,12 +23,7 @@ moved back (or copied back, when UFFDIO_MOVE refuses a page) and only then is th
 raised. An area whose mremap fails (ENOMEM: overcommit, RLIMIT_AS), a process where
 userfaultfd(2) is refused, areas already registered with a userfaultfd (the --track-mem
 tracker), locked, read-only or holding pages shared with another process keep the fork
-snapshot.
-
-OFF BY DEFAULT (TORPOR_COW=1 turns it on): an image taken this way from
-tests/programs/memsum (never-touched pages, read through the zero page, between written
-ones) restores with a different checksum (tests/engine/test_cow_checkpoint.py, xfail), so
---leave-running uses the fork snapshot alone until that is found and fixed.
+snapshot. TORPOR_COW=0 turns this path off.
 """
 
 from __future__ import annotations
@@ -62,7 +57,7 @@ _SHARED_TABLE = bytes(1 if v & 0x81 == 0x80 else 0 for v in range(256))
 
 
 def enabled() -> bool:
-    return os.environ.get("TORPOR_COW", "0") == "1"  # see the module's doc: off by default
+    return os.environ.get("TORPOR_COW", "1") != "0"
 
 
 class CowError(TorporError):

@@ -89,7 +89,12 @@ class PageMap:
             vec = self._vec
             for i in range(n):
                 r = vec[i]
-                out.append((r.start, r.end, r.categories))
+                # with the vector full, walk_end may lie before the end of the last region
+                # returned: the next call reports those pages again (seen: 515 pages twice
+                # in a 128 MiB area, which made engine/cow.py plan them twice)
+                lo = max(r.start, out[-1][1]) if out else r.start
+                if lo < r.end:
+                    out.append((lo, r.end, r.categories))
             if arg.walk_end >= end or arg.walk_end <= start:
                 break
             start = arg.walk_end
