@@ -30,6 +30,12 @@ from helpers import (
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(autouse=True)
+def _cow_on(monkeypatch):
+    """The copy-on-write path is off by default (engine/cow.py); these tests are about it."""
+    monkeypatch.setenv("TORPOR_COW", "1")
+
+
 def test_cow_checkpoint_memsum_restores_same_memory(compile_c, procs, tmp_path: Path) -> None:
     """Pattern, zero-filled and zero-page pages in 256 MiB: more PAGEMAP_SCAN regions than one
     call returns (pages reported twice were planned twice and 3 came back as zeros)."""
