@@ -29,6 +29,11 @@ from helpers import (
 pytestmark = pytest.mark.timeout(120)
 
 
+@pytest.fixture(autouse=True)
+def _cow_on(monkeypatch) -> None:
+    monkeypatch.setenv("TORPOR_COW", "1")  # the path is off by default (engine/cow.py)
+
+
 def _start(procs, compile_c, out: Path, mib: int, threads: int = 1) -> tuple[int, int, int]:
     p = procs.start([compile_c("cowpages"), out, mib, threads])
     line = wait_until(lambda: next((x for x in read_lines(out) if x.startswith("READY")), None), 20,
@@ -165,7 +170,7 @@ def test_cow_checkpoint_fork_during_copy(compile_c, procs, tmp_path: Path, monke
 
 
 def test_cow_checkpoint_off_switch(compile_c, procs, tmp_path: Path, monkeypatch) -> None:
-    """TORPOR_COW=0: the fork snapshot alone, same result."""
+    """TORPOR_COW=0 (the default): the fork snapshot alone, same result."""
     monkeypatch.setenv("TORPOR_COW", "0")
     out = tmp_path / "out"
     pid, _, _ = _start(procs, compile_c, out, 64)
@@ -173,3 +178,16 @@ def test_cow_checkpoint_off_switch(compile_c, procs, tmp_path: Path, monkeypatch
     counters = _verify(out, pid)
     _kill_and_restore(procs, pid, tmp_path / "img")
     assert _verify(out, pid)[0] <= counters[0]
+
+
+def test_space_move_splits_partly_remapped_runs() -> None:
+    """An mremap of part of a pending run moves that part only (the lazy page server and
+    the copy-on-write copier share this bookkeeping); the whole run used to stay behind, so
+    its pages were later copied to the old address."""
+    from torpor.engine.lazy import Space
+
+    page = 4096
+    s = Space(-1, [[10 * page, 8 * page, 100 * page]])
+    s.move(12 * page, 50 * page, 2 * page)
+    assert s.runs == [[10 * page, 2 * page, 100 * page], [14 * page, 4 * page, 104 * page],
+                      [50 * page, 2 * page, 102 * page]]

@@ -23,7 +23,11 @@ moved back (or copied back, when UFFDIO_MOVE refuses a page) and only then is th
 raised. An area whose mremap fails (ENOMEM: overcommit, RLIMIT_AS), a process where
 userfaultfd(2) is refused, areas already registered with a userfaultfd (the --track-mem
 tracker), locked, read-only or holding pages shared with another process keep the fork
-snapshot. TORPOR_COW=0 turns this path off.
+snapshot.
+
+OFF BY DEFAULT (TORPOR_COW=1 turns it on): tests/engine/test_engine_cow.py::
+test_leave_running_snapshot_leaves_no_trace (a sparse area: holes, zero-filled pages, read
+nonstop) restores with a different checksum when it is on; not yet understood.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ _SHARED_TABLE = bytes(1 if v & 0x81 == 0x80 else 0 for v in range(256))
 
 
 def enabled() -> bool:
-    return os.environ.get("TORPOR_COW", "1") != "0"
+    return os.environ.get("TORPOR_COW", "0") == "1"
 
 
 class CowError(TorporError):
