@@ -206,3 +206,16 @@ def test_cow_checkpoint_off_switch(compile_c, procs, tmp_path: Path, monkeypatch
     assert counters
     first = _verify(out, pid)
     _verify(out, pid, after=first[0])
+
+
+def test_space_move_splits_partly_remapped_runs() -> None:
+    """An mremap of part of a pending run moves that part only (the lazy page server and
+    the copy-on-write copier share this bookkeeping); the whole run used to stay behind, so
+    its pages were later copied to the old address."""
+    from torpor.engine.lazy import Space
+
+    page = 4096
+    s = Space(-1, [[10 * page, 8 * page, 100 * page]])
+    s.move(12 * page, 50 * page, 2 * page)
+    assert s.runs == [[10 * page, 2 * page, 100 * page], [14 * page, 4 * page, 104 * page],
+                      [50 * page, 2 * page, 102 * page]]

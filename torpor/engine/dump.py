@@ -240,7 +240,8 @@ def _snapshot(ctx: DumpContext, pid: int, leader: Injector, s: int, maps) -> Non
     """Fork the snapshot; large anonymous areas are first moved out of the way (engine/cow.py)
     so that the fork does not copy their page tables."""
     proc = None
-    if ctx.cow is not None:
+    # a seccomp filter might kill the process for a syscall the fork snapshot does not need
+    if ctx.cow is not None and read_status(pid).get("Seccomp", "0").strip() == "0":
         areas = cow.candidates(pid, maps)
         if areas:
             proc = cow.move_out(leader, pid, areas)
