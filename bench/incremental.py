@@ -50,20 +50,22 @@ def _dirty(p, ready, n: int) -> None:
     wait_file(ready.with_name(f"{ready.name}.dirty{n}"), proc=p)
 
 
-def incremental_run(ctx, mib: int, r: int, acc: dict) -> None:
+def _session(ctx, mib: int, tag: str, acc: dict, steps: list, restore_from: str,
+             restore_key: str, dirty: bool) -> None:
+    """A memhog of mib MiB in its own directory: `checkpoint` each of steps (name, flags,
+    parent image name or None) in order (with dirty, SIGUSR1 between them: 10% of the pages
+    written), then it goes and `restore` of restore_from. Wall time and stored MiB of each
+    image go to acc[name_s] / acc[name_mib], the restore's to acc[restore_key_s]."""
     hog = build_c("memhog", ctx.bindir)
-    d = ctx.workdir / f"inc-{r}"
+    d = ctx.workdir / tag
     d.mkdir()
     ready = d / "ready"
     p = spawn([str(hog), str(mib), str(ready)], cwd=str(d))
     rpid = None
     try:
         wait_file(ready, proc=p)
-        steps = [("full", ["--leave-running", "--track-mem"], None),
-                 ("incr1", ["--leave-running", "--track-mem"], "full"),
-                 ("incr2", [], "incr1")]
         for i, (name, flags, parent) in enumerate(steps):
-            if i:
+            if i and dirty:
                 _dirty(p, ready, i)
             extra = ["--parent-path", d / parent] if parent else []
             res = torpor("checkpoint", "--pid", p.pid, "--image-path", d / name, *flags, *extra)
@@ -72,53 +74,33 @@ def incremental_run(ctx, mib: int, r: int, acc: dict) -> None:
                 return
             acc[f"{name}_s"].append(res.secs)
             acc[f"{name}_mib"].append(_stored_mib(d / name))
+        kill_tree(p.pid)  # gone already when the last checkpoint stopped it
         wait_gone(p.pid)
         reap_zombies()
-        res = torpor("restore", "--image-path", d / "incr2")
+        res = torpor("restore", "--image-path", d / restore_from)
         rpid = restored_pid(res)
         if rpid is None:
-            acc["errors"].setdefault("restore_chain", res.why())
+            acc["errors"].setdefault(restore_key, res.why())
             return
-        acc["restore_chain_s"].append(res.secs)
+        acc[f"{restore_key}_s"].append(res.secs)
     finally:
         kill_tree(rpid)
         kill_tree(p.pid)
         drop_pages(d)
+
+
+def incremental_run(ctx, mib: int, r: int, acc: dict) -> None:
+    steps = [("full", ["--leave-running", "--track-mem"], None),
+             ("incr1", ["--leave-running", "--track-mem"], "full"),
+             ("incr2", [], "incr1")]
+    _session(ctx, mib, f"inc-{r}", acc, steps, "incr2", "restore_chain", dirty=True)
 
 
 def compress_run(ctx, mib: int, r: int, acc: dict) -> None:
-    hog = build_c("memhog", ctx.bindir)
-    d = ctx.workdir / f"zstd-{r}"
-    d.mkdir()
-    ready = d / "ready"
-    p = spawn([str(hog), str(mib), str(ready)], cwd=str(d))
-    rpid = None
-    try:
-        wait_file(ready, proc=p)
-        variants = [("raw", []), ("zstd", ["--compress", "zstd"])]
-        if r % 2:
-            variants.reverse()
-        for name, flags in variants:
-            res = torpor("checkpoint", "--pid", p.pid, "--image-path", d / name,
-                         "--leave-running", *flags)
-            if not res.ok():
-                acc["errors"].setdefault(name, res.why())
-                return
-            acc[f"{name}_s"].append(res.secs)
-            acc[f"{name}_mib"].append(_stored_mib(d / name))
-        kill_tree(p.pid)
-        wait_gone(p.pid)
-        reap_zombies()
-        res = torpor("restore", "--image-path", d / "zstd")
-        rpid = restored_pid(res)
-        if rpid is None:
-            acc["errors"].setdefault("restore_zstd", res.why())
-            return
-        acc["restore_zstd_s"].append(res.secs)
-    finally:
-        kill_tree(rpid)
-        kill_tree(p.pid)
-        drop_pages(d)
+    steps = [("raw", ["--leave-running"], None),
+             ("zstd", ["--leave-running", "--compress", "zstd"], None)]
+    _session(ctx, mib, f"zstd-{r}", acc, steps[::-1] if r % 2 else steps, "zstd",
+             "restore_zstd", dirty=False)
 
 
 def run(ctx) -> None:
