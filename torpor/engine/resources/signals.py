@@ -6,6 +6,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from torpor.engine.linux import ptrace as pt
+from torpor.engine.linux.procfs import read_status
 from torpor.image.schema import SigAction
 
 if TYPE_CHECKING:
@@ -23,9 +24,8 @@ def dump_sigactions(inj: Injector, scratch: int) -> list[SigAction]:
     SIGCHLD (SA_NOCLDSTOP/SA_NOCLDWAIT act on SIG_DFL too). Any other signal has SIG_DFL,
     whose flags, mask and restorer take no part in delivery: saved as zeros, which saves
     ~60 injected calls a process."""
-    with open(f"/proc/{inj.pid}/status") as f:
-        fields = dict(ln.split(":", 1) for ln in f if ln.startswith(("SigIgn:", "SigCgt:")))
-    handled = int(fields["SigIgn"], 16) | int(fields["SigCgt"], 16) | 1 << (SIGCHLD - 1)
+    st = read_status(inj.pid)
+    handled = int(st["SigIgn"], 16) | int(st["SigCgt"], 16) | 1 << (SIGCHLD - 1)
     out = []
     for sig in range(1, NSIG + 1):
         if sig in (SIGKILL, SIGSTOP):
