@@ -254,3 +254,13 @@ def test_timerfd_unread_and_absolute(procs, tmp_path: Path) -> None:
     assert fdinfo_field(p.pid, r["abs"], "settime flags") == "01"
     assert fdinfo_field(p.pid, r["per"], "it_interval") == "(0, 50000000)"
     assert int(fdinfo_field(p.pid, r["per"], "ticks")) >= per["ticks"]
+
+
+def test_kind_tables_name_every_kind_module_by_its_own_tag() -> None:
+    """The lazy registry's tables (files/__init__.py) must agree with the modules they name."""
+    from torpor.engine.resources import files
+
+    listed = {n for names in files.CANDIDATES.values() for n in names}
+    assert listed == set(files.BY_TAG.values())
+    for tag, name in files.BY_TAG.items():
+        assert files.kind_module(name).TAG == tag, name
