@@ -1,3 +1,3 @@
-from torpor.cli.main import main
+from torpor.cli.main import entry
 
-raise SystemExit(main())
+entry()

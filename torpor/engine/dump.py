@@ -12,10 +12,11 @@ import os
 import struct
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from torpor.engine import cow, freeze
+from torpor.engine import freeze
 from torpor.engine.inject import Injector, Scratch, find_syscall_insn
 from torpor.engine.linux import ptrace as pt
 from torpor.engine.linux import sys as lx
@@ -40,6 +41,9 @@ from torpor.image.schema import (
     TreeImage,
 )
 from torpor.image.store import ImageWriter
+
+if TYPE_CHECKING:
+    from torpor.engine import cow  # imported where the copy-on-write path is taken
 
 SEEK_DATA, SEEK_HOLE = 3, 4
 
@@ -239,6 +243,8 @@ def drop_snapshots(ctx: DumpContext, tree: freeze.FrozenTree) -> None:
 def _snapshot(ctx: DumpContext, pid: int, leader: Injector, s: int, maps) -> None:
     """Fork the snapshot; large anonymous areas are first moved out of the way (engine/cow.py)
     so that the fork does not copy their page tables."""
+    from torpor.engine import cow
+
     proc = None
     # a seccomp filter might kill the process for a syscall the fork snapshot does not need
     if ctx.cow is not None and read_status(pid).get("Seccomp", "0").strip() == "0":
@@ -439,8 +445,11 @@ def checkpoint_tree(
         # (it could not even die in a frozen cgroup), its memory is read as it stands
         ctx = DumpContext(writer, external=external, tree_mode=True, keep_sharing=leave_running,
                           snapshot=leave_running and not tree.was_frozen, file_locks=file_locks)
-        if ctx.snapshot and cow.enabled() and not compress and not (track_mem or parent_path):
-            ctx.cow = cow.Copier(ctx.pages)
+        if ctx.snapshot and not compress and not (track_mem or parent_path):
+            from torpor.engine import cow  # imported only here: threads, queue, uffd (~5 ms)
+
+            if cow.enabled():
+                ctx.cow = cow.Copier(ctx.pages)
         vpid_of = {p: _ns_ids(p)[0] for p in tree.order}
         if track_mem or parent_path:
             ctx.tracking = Tracking(arm=track_mem, vpid=vpid_of)

@@ -5,8 +5,6 @@ checksum (`checksum`: xxh3_128 of the compact JSON encoding of the manifest with
 ""), so a damaged or hand-edited manifest is refused rather than silently believed.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import msgspec

@@ -5,8 +5,6 @@ record); a reader refuses a version newer than its own. The layout follows the k
 object the engine saves: tasks and threads, memory areas and their page runs, open files.
 """
 
-from __future__ import annotations
-
 import msgspec
 
 SCHEMA_VERSION = 1
