@@ -26,7 +26,7 @@ from torpor.engine.clone import fork_with_pid
 from torpor.engine.inject import Injector, Scratch, find_syscall_insn
 from torpor.engine.linux import ptrace as pt
 from torpor.engine.linux import sys as lx
-from torpor.engine.linux.procfs import close_fds_except, last_cap, read_maps
+from torpor.engine.linux.procfs import close_fds_except, last_cap, read_bracketed_areas, read_maps
 from torpor.engine.resources import cpu, memory, process_resources, signals, task
 from torpor.engine.resources import files as fdkinds
 from torpor.errors import AlreadyExists, ImageError, TorporError
@@ -198,8 +198,14 @@ def _special_areas(maps) -> dict[str, tuple[int, int]]:
             if e.path in memory.SPECIAL and e.path != "[vsyscall]"}
 
 
+def _read_special_areas(pid: int) -> dict[str, tuple[int, int]]:
+    """_special_areas of a task, without parsing its whole maps."""
+    return {memory.SPECIAL[name]: area for name, area in read_bracketed_areas(pid).items()
+            if name in memory.SPECIAL and name != "[vsyscall]"}
+
+
 def _check_vdso(tree: TreeImage) -> None:
-    mine = _special_areas(read_maps(os.getpid(), with_flags=False))
+    mine = _read_special_areas(os.getpid())
     for v in (v for p in tree.processes if not p.zombie for v in p.vmas):
         if v.kind in SPECIALS:
             cur = mine.get(v.kind)
@@ -835,7 +841,7 @@ def _rebuild_memory(b: Built, plan: Plan, s: int, scratch_size: int,
     if rseq.rseq_abi_pointer:  # inherited from the parent across fork: before any unmap
         batch.add("rseq", rseq.rseq_abi_pointer, rseq.rseq_abi_size, RSEQ_FLAG_UNREGISTER, rseq.signature)
     if cur_special is None:
-        cur_special = _special_areas(read_maps(host, with_flags=False))
+        cur_special = _read_special_areas(host)
     keep = sorted([*cur_special.values(), (s, s + scratch_size)])
     pos = lx.PAGE_SIZE
     for ks, ke in keep:

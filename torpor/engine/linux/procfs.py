@@ -68,6 +68,21 @@ def read_maps(pid: int, with_flags: bool = True) -> list[MapsEntry]:
     return out
 
 
+def read_bracketed_areas(pid: int) -> dict[str, tuple[int, int]]:
+    """(start, end) of the areas of /proc/PID/maps named in brackets ([vdso], [vvar], [stack],
+    [heap], [anon:x]) by name; only their lines are parsed (a Python's maps has ~400 lines)."""
+    with open(f"/proc/{pid}/maps", "rb") as f:
+        data = f.read()
+    out: dict[str, tuple[int, int]] = {}
+    for line in data.split(b"\n"):
+        if line.endswith(b"]"):
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith(b"["):  # a file's path starts with /
+                lo, hi = parts[0].split(b"-")
+                out[parts[5].decode()] = (int(lo, 16), int(hi, 16))
+    return out
+
+
 def read_stat(pid: int, tid: int | None = None) -> list[str]:
     """Fields of /proc/PID/stat, 1-based as in proc(5): fields[1] is pid, fields[2] comm."""
     path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
