@@ -21,12 +21,14 @@ pytestmark = pytest.mark.timeout(60)
 
 # `python -m torpor ARGS`, writing the names of the modules loaded when it exits to argv[1]
 RUN_AND_LIST = """
-import atexit, runpy, sys
+import os, runpy, sys
 listing = sys.argv.pop(1)
-def dump():
+leave = os._exit  # torpor leaves by os._exit, past atexit
+def dump_and_leave(code):
     with open(listing, "w") as f:
         f.write("\\n".join(name for name, mod in sys.modules.items() if mod is not None))
-atexit.register(dump)
+    leave(code)
+os._exit = dump_and_leave
 sys.argv[0] = "torpor"
 runpy.run_module("torpor", run_name="__main__")
 """

@@ -148,7 +148,23 @@ def entry() -> None:
     # ast, tokenize) only to recognise that module's special forms in annotations. torpor's
     # records use none, and nothing else in this process needs it: block it before any import.
     sys.modules.setdefault("typing_extensions", None)  # type: ignore[arg-type]
-    raise SystemExit(main())
+    try:
+        code = main()
+    except SystemExit as stop:  # argparse's exits, --help
+        code = stop.code
+    if code is not None and not isinstance(code, int):
+        sys.stderr.write(f"{code}\n")
+        code = 1
+    # Leave without the interpreter's tear-down (finalising every module and object: ~7 ms
+    # per command). Nothing torpor holds needs it: the log writes through, worker threads
+    # are done, files and children are the kernel's to close and keep. Only the standard
+    # streams' buffers are ours to flush.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # e.g. a closed pipe
+        code = code or 1
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":
