@@ -224,3 +224,32 @@ def test_batch_in_scratch_without_area_is_refused(compile_c, procs, tmp_path: Pa
             inj.batch()
         with pytest.raises(ValueError):
             Batch(inj, 0x10000, 128)
+
+
+def test_answers_written_by_the_calls(compile_c, procs, tmp_path: Path) -> None:
+    """out(): space the kernel fills during the batch (getitimer, sigaltstack, prctl answers),
+    read back after run(); the same answers from SerialBatch, which injects call by call.
+    A batch whose answers are pending refuses to run early rather than reuse their space."""
+    from torpor.engine.batch import SerialBatch
+
+    pid, out = counter(compile_c, procs, tmp_path)
+    with stopped(pid) as (inj, scratch):
+        answers = []
+        for b in (inj.batch(), SerialBatch(inj, scratch.addr, 4 * PAGE_SIZE)):
+            name = b.out(16)
+            timer = b.out(32)
+            b.add("prctl", 16, name, 0, 0, 0)  # PR_GET_NAME
+            b.add("getitimer", 0, timer)
+            i_pid = b.add("getpid")
+            res = b.run()
+            answers.append((inj.read(name, 16).split(b"\0")[0], inj.read(timer, 32), res[i_pid]))
+        assert answers[0] == answers[1] == (b"tp-counter", bytes(32), pid)
+
+        b = inj.batch()
+        b.out(8)
+        with pytest.raises(ValueError, match="pending"):
+            for _ in range(b.capacity + 1):
+                b.add("getpid")
+        b.run()
+        seen = len(read_lines(out))
+    continues(out, seen)

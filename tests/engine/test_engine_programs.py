@@ -49,6 +49,21 @@ def test_counter(compile_c, procs, tmp_path: Path) -> None:
     assert_consecutive(ints(read_lines(out)))
 
 
+def test_memory_deny_write_execute(compile_c, procs, tmp_path: Path) -> None:
+    """A process under PR_SET_MDWE may not map the executable batch area the dump would use:
+    it is checkpointed with calls injected one by one, and comes back still refusing
+    writable+executable memory (the flag cannot be cleared, so losing it would be silent)."""
+    out = tmp_path / "out"
+    p = procs.start([compile_c("mdwe"), out])
+    wait_for_lines(out, 3)
+    assert read_lines(out)[0].endswith("mdwe=1 wx=refused")
+    n = len(cycle(procs, p.pid, tmp_path / "img", out))
+    wait_for_lines(out, n + 3)
+    lines = read_lines(out)
+    assert_consecutive([int(ln.split()[0]) for ln in lines])
+    assert all(ln.split()[1:] == ["mdwe=1", "wx=refused"] for ln in lines), lines[n - 1:]
+
+
 def test_python_counter(procs, tmp_path: Path) -> None:
     out = tmp_path / "out"
     p = procs.start([PYTHON, PROGRAMS / "counter.py", out])

@@ -106,6 +106,7 @@ class Batch:
         self.data_cap = self.table_off - CODE_SIZE
         self.results: list[int] = []
         self.events: list[tuple[int, int]] = []
+        self.answers_pending = False  # out() handed out space the queued calls will fill
 
     def __len__(self) -> int:
         return len(self.results) + len(self.entries)
@@ -117,12 +118,28 @@ class Batch:
             raise ValueError(f"batch argument of {len(payload)} bytes exceeds the data area")
         pad = -len(self.data_buf) % align
         if len(self.data_buf) + pad + len(payload) > self.data_cap:
-            self.flush()  # the queued calls run now; their data may then be reused
+            self._make_room()  # the queued calls run now; their data may then be reused
             pad = 0
         self.data_buf += bytes(pad)
         addr = self.data_base + len(self.data_buf)
         self.data_buf += payload
         return addr
+
+    def out(self, size: int, align: int = 8) -> int:
+        """Address of SIZE zeroed bytes for a queued call to write its answer into (read it
+        back with inj.read after run()). The batch never runs early to make room once answers
+        are pending: that would let later calls overwrite them; too much raises instead."""
+        pad = -len(self.data_buf) % align
+        if len(self.data_buf) + pad + size > self.data_cap:
+            raise ValueError(f"batch answers of {size} more bytes exceed the data area")
+        self.data_buf += bytes(pad + size)
+        self.answers_pending = True
+        return self.data_base + len(self.data_buf) - size
+
+    def _make_room(self) -> None:
+        if self.answers_pending:
+            raise ValueError("batch full while answers are pending in its data area")
+        self.flush()
 
     def add(self, name: str | int, *args: int, check: bool = True) -> int:
         """Queue a syscall; returns its index in run()'s results. check: a failure stops the
@@ -135,9 +152,11 @@ class Batch:
         full = tuple([a & MASK64 for a in args]) + _ZEROS[len(args)]
         if nr in GUARDED:
             self._check_guard(nr, full)
+        if len(self.entries) >= self.capacity:  # only while answers are pending
+            raise ValueError("batch table full while answers are pending in its data area")
         self.entries.append((nr, STOP if check else 0, full))
-        if len(self.entries) >= self.capacity:
-            self.flush()
+        if len(self.entries) >= self.capacity and not self.answers_pending:
+            self.flush()  # a full table runs at once (its data goes with it)
         return len(self.results) + len(self.entries) - 1
 
     def _check_guard(self, nr: int, a: tuple[int, ...]) -> None:
@@ -180,6 +199,7 @@ class Batch:
             self.results = []
             self.entries = []
             self.data_buf = bytearray()
+            self.answers_pending = False
 
     def _round(self, chunk: list[tuple[int, int, tuple[int, ...]]]) -> None:
         inj, tid = self.inj, self.inj.tid
@@ -242,4 +262,39 @@ class Batch:
     def _describe(chunk, i: int) -> str:
         nr, _, args = chunk[i]
         return f"entry {i}: {NAMES.get(nr, nr)}({', '.join(hex(a) for a in args)})"
+
+
+class SerialBatch:
+    """Batch's interface, each call injected on its own at add() (one round trip each), with
+    data and answers in a plain scratch area: for a task that may not map the batch loop's
+    executable area (e.g. PR_SET_MDWE refuses writable+executable mappings)."""
+
+    def __init__(self, inj, scratch: int, size: int) -> None:
+        self.inj, self.base, self.size = inj, scratch, size
+        self.used = 0
+        self.results: list[int] = []
+
+    def _take(self, size: int, align: int) -> int:
+        self.used += -self.used % align
+        if self.used + size > self.size:
+            raise ValueError(f"scratch of {self.size} bytes too small for the queued calls")
+        addr = self.base + self.used
+        self.used += size
+        return addr
+
+    def data(self, payload: bytes, align: int = 8) -> int:
+        addr = self._take(len(payload), align)
+        self.inj.write(addr, payload)
+        return addr
+
+    def out(self, size: int, align: int = 8) -> int:
+        return self.data(bytes(size), align)
+
+    def add(self, name: str | int, *args: int, check: bool = True) -> int:
+        self.results.append(self.inj.call(name, *args, check=check))
+        return len(self.results) - 1
+
+    def run(self) -> list[int]:
+        results, self.results, self.used = self.results, [], 0
+        return results
 

@@ -297,6 +297,28 @@ def _mm_fields(pid: int, brk: int) -> MmFields:
     )
 
 
+DUMP_BATCH_SIZE = 4 * lx.PAGE_SIZE  # room for every query of a process (~3 KiB of answers)
+
+
+def _dump_scratch(leader: Injector) -> Scratch:
+    """The scratch area the dump's injected calls use, with an executable batch area; without
+    one if the task may not map it (PR_SET_MDWE refuses writable+executable memory)."""
+    try:
+        return Scratch(leader, batch=DUMP_BATCH_SIZE)
+    except PermissionError:
+        return Scratch(leader)
+
+
+def _batch(inj: Injector, scratch: Scratch):
+    """A Batch in inj's thread, or calls injected one by one where no batch area could be
+    mapped."""
+    if inj.batch_area is not None:
+        return inj.batch()
+    from torpor.engine.batch import SerialBatch
+
+    return SerialBatch(inj, scratch.addr, scratch.size)
+
+
 def dump_process(ctx: DumpContext, pid: int, tids: list[int],
                  fdlist: list[tuple[int, str, os.stat_result]]) -> Process:
     ctx.pid = pid
@@ -320,28 +342,46 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
                 state=tstat[3], in_syscall=regs.orig_rax if regs.orig_rax < (1 << 63) else -1,
             ))
         shared_pending = signals.dump_pending(pid, shared=True)
-        syscall_ip = find_syscall_insn(pid, ctx.mem_fd)
+        syscall_ip = find_syscall_insn(pid, ctx.mem_fd, maps)
         injectors = [Injector(pid, tid, ctx.mem_fd, syscall_ip) for tid in tids]
         leader = injectors[0]
         scratch = None
         try:
-            scratch = Scratch(leader)
+            scratch = _dump_scratch(leader)
             s = scratch.addr
-            sigactions = signals.dump_sigactions(leader, s)
-            itimers = task.dump_itimers(leader, s)
-            pdeath = task.prctl_get_into(leader, s, lx.PR_GET_PDEATHSIG)
-            subreaper = bool(task.prctl_get_into(leader, s, lx.PR_GET_CHILD_SUBREAPER))
-            dumpable = leader.call("prctl", lx.PR_GET_DUMPABLE, 0, 0, 0, 0)
-            thp = bool(leader.call("prctl", lx.PR_GET_THP_DISABLE, 0, 0, 0, 0))
-            securebits = leader.call("prctl", lx.PR_GET_SECUREBITS, 0, 0, 0, 0)
-            brk = leader.call("brk", 0)
+            # the queries of the process and of its leader thread: one round trip
+            batch = _batch(leader, scratch)
+            sigaction_answers = signals.queue_sigactions(batch, status)
+            itimer_answers = task.queue_itimers(batch)
+            pdeath_answer = task.queue_prctl_get(batch, lx.PR_GET_PDEATHSIG)
+            subreaper_answer = task.queue_prctl_get(batch, lx.PR_GET_CHILD_SUBREAPER)
+            i_dumpable = batch.add("prctl", lx.PR_GET_DUMPABLE, 0, 0, 0, 0)
+            i_thp = batch.add("prctl", lx.PR_GET_THP_DISABLE, 0, 0, 0, 0)
+            i_securebits = batch.add("prctl", lx.PR_GET_SECUREBITS, 0, 0, 0, 0)
+            i_brk = batch.add("brk", 0)
+            i_mdwe = batch.add("prctl", lx.PR_GET_MDWE, 0, 0, 0, 0, check=False)  # EINVAL < 6.3
+            altstack_answer = signals.queue_altstack(batch)
+            tid_address_answer = task.queue_prctl_get(batch, lx.PR_GET_TID_ADDRESS)
+            results = batch.run()
+            sigactions, itimers = sigaction_answers(), itimer_answers()
+            pdeath, subreaper = pdeath_answer(), bool(subreaper_answer())
+            dumpable, thp = results[i_dumpable], bool(results[i_thp])
+            securebits, brk, mdwe = results[i_securebits], results[i_brk], max(results[i_mdwe], 0)
+            per_thread = [(altstack_answer(), tid_address_answer())]
+            for inj in injectors[1:]:  # the same per-thread queries in each other thread
+                inj.share_batch_area(leader)
+                batch = _batch(inj, scratch)
+                altstack_answer = signals.queue_altstack(batch)
+                tid_address_answer = task.queue_prctl_get(batch, lx.PR_GET_TID_ADDRESS)
+                batch.run()
+                per_thread.append((altstack_answer(), tid_address_answer()))
+            for th, (altstack, tid_address) in zip(threads, per_thread, strict=True):
+                th.altstack_sp, th.altstack_flags, th.altstack_size = altstack
+                th.clear_child_tid = tid_address
             rlimits = task.dump_rlimits(leader, s)
             extra: dict = {}
             for res in process_resources():
                 extra.update(res.dump(ctx, pid, leader, s))
-            for inj, th in zip(injectors, threads, strict=True):
-                th.altstack_sp, th.altstack_flags, th.altstack_size = signals.dump_altstack(inj, s)
-                th.clear_child_tid = task.prctl_get_into(inj, s, lx.PR_GET_TID_ADDRESS)
             if ctx.tracking is not None and ctx.tracking.arm and pid not in ctx.tracking.trackers:
                 ctx.tracking.injector = leader
                 ctx.tracking.new_trackers[pid] = tracking.start(leader, pid, tracking.areas_of_maps(maps))
@@ -352,7 +392,7 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
                 scratch.unmap()
             for inj in injectors:
                 inj.finish()
-        creds = task.dump_creds(pid)
+        creds = task.dump_creds(pid, status)  # the tree is frozen: status is current
         creds.securebits = securebits
         vmas = memory.dump(ctx, maps)
         _cow_pages(ctx, pid, vmas)
@@ -365,7 +405,7 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
             shared_pending=shared_pending, creds=creds, rlimits=rlimits,
             cwd=cwd, root=root, umask=int(status.get("Umask", "0022"), 8),
             personality=task.read_personality(pid), pdeath_sig=pdeath, dumpable=dumpable,
-            child_subreaper=subreaper, itimers=itimers, thp_disabled=thp,
+            child_subreaper=subreaper, itimers=itimers, thp_disabled=thp, mdwe=mdwe,
             exit_signal=int(stat[38]), **extra,
         )
     finally:

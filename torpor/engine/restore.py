@@ -666,6 +666,8 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
             if hasattr(res, "restore_late"):
                 warnings += res.restore_late(b, b.inj, s) or []
         b.inj.call("munmap", s, scratch_size)
+        if proc.mdwe:  # refuses executable memory from now on: after the batch area is gone
+            b.inj.call("prctl", lx.PR_SET_MDWE, proc.mdwe, 0, 0, 0)
     # everything is in place: registers last, then let go (leaves first)
     for proc in reversed(tree.processes):
         b = built.get(proc.pid)

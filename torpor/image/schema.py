@@ -363,6 +363,7 @@ class Process(Rec):
     posix_timers: list[PosixTimer] = []
     file_locks: list[FileLock] = []
     thp_disabled: bool = False
+    mdwe: int = 0  # PR_SET_MDWE flags: cannot be cleared, so set last on restore
     exit_signal: int = 17
     zombie: bool = False
     exit_status: int = 0  # wait status of a zombie

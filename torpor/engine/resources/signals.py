@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from torpor.engine.linux import ptrace as pt
-from torpor.engine.linux.procfs import read_status
 from torpor.image.schema import SigAction
 
 if TYPE_CHECKING:
@@ -19,24 +19,28 @@ _KSIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask (struct k
 _STACK_T = struct.Struct("<QiiQ")  # ss_sp, ss_flags, pad, ss_size
 
 
-def dump_sigactions(inj: Injector, scratch: int) -> list[SigAction]:
-    """Injected rt_sigaction for the signals /proc/PID/status shows caught or ignored, and
-    SIGCHLD (SA_NOCLDSTOP/SA_NOCLDWAIT act on SIG_DFL too). Any other signal has SIG_DFL,
-    whose flags, mask and restorer take no part in delivery: saved as zeros, which saves
-    ~60 injected calls a process."""
-    st = read_status(inj.pid)
-    handled = int(st["SigIgn"], 16) | int(st["SigCgt"], 16) | 1 << (SIGCHLD - 1)
-    out = []
+def queue_sigactions(batch, status: dict[str, str]) -> Callable[[], list[SigAction]]:
+    """Queue rt_sigaction queries for the signals /proc/PID/status shows caught or ignored,
+    and SIGCHLD (SA_NOCLDSTOP/SA_NOCLDWAIT act on SIG_DFL too); returns what reads the answers
+    once the batch has run. Any other signal has SIG_DFL, whose flags, mask and restorer take
+    no part in delivery: saved as zeros, which saves ~60 syscalls a process."""
+    handled = int(status["SigIgn"], 16) | int(status["SigCgt"], 16) | 1 << (SIGCHLD - 1)
+    slots: list[tuple[int, int]] = []  # (signal, answer address or 0)
     for sig in range(1, NSIG + 1):
         if sig in (SIGKILL, SIGSTOP):
             continue
-        if not handled >> (sig - 1) & 1:
-            out.append(SigAction(sig, 0, 0, 0, 0))
-            continue
-        inj.call("rt_sigaction", sig, 0, scratch, 8)
-        handler, flags, restorer, mask = _KSIGACTION.unpack(inj.read(scratch, _KSIGACTION.size))
-        out.append(SigAction(sig, handler, flags, restorer, mask))
-    return out
+        addr = 0
+        if handled >> (sig - 1) & 1:
+            addr = batch.out(_KSIGACTION.size)
+            batch.add("rt_sigaction", sig, 0, addr, 8)
+        slots.append((sig, addr))
+
+    def answers() -> list[SigAction]:
+        read = batch.inj.read
+        return [SigAction(sig, *_KSIGACTION.unpack(read(addr, _KSIGACTION.size))) if addr
+                else SigAction(sig, 0, 0, 0, 0) for sig, addr in slots]
+
+    return answers
 
 
 def restore_sigactions(inj: Injector, scratch: int, actions: list[SigAction]) -> None:
@@ -56,10 +60,16 @@ def restore_sigactions(inj: Injector, scratch: int, actions: list[SigAction]) ->
         batch.run()
 
 
-def dump_altstack(inj: Injector, scratch: int) -> tuple[int, int, int]:
-    inj.call("sigaltstack", 0, scratch)
-    sp, flags, _, size = _STACK_T.unpack(inj.read(scratch, _STACK_T.size))
-    return sp, flags, size
+def queue_altstack(batch) -> Callable[[], tuple[int, int, int]]:
+    """The calling thread's alternate signal stack (sp, flags, size), once the batch has run."""
+    addr = batch.out(_STACK_T.size)
+    batch.add("sigaltstack", 0, addr)
+
+    def answer() -> tuple[int, int, int]:
+        sp, flags, _, size = _STACK_T.unpack(batch.inj.read(addr, _STACK_T.size))
+        return sp, flags, size
+
+    return answer
 
 
 def restore_altstack(inj: Injector, scratch: int, sp: int, flags: int, size: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from torpor.engine.linux import sys as lx
@@ -23,8 +24,8 @@ _ITIMERVAL = struct.Struct("<qqqq")  # interval {sec, usec}, value {sec, usec}
 # ------------------------------------------------------------------- credentials
 
 
-def dump_creds(pid: int) -> Creds:
-    st = read_status(pid)
+def dump_creds(pid: int, status: dict[str, str] | None = None) -> Creds:
+    st = status if status is not None else read_status(pid)
     return Creds(
         uid=[int(x) for x in st["Uid"].split()],
         gid=[int(x) for x in st["Gid"].split()],
@@ -140,14 +141,23 @@ def restore_rlimits(inj: Injector, scratch: int, limits: list[list[int]]) -> lis
 # ------------------------------------------------------------------- misc prctl
 
 
-def dump_itimers(inj: Injector, scratch: int) -> list[Itimer]:
-    out = []
+def queue_itimers(batch) -> Callable[[], list[Itimer]]:
+    """The armed interval timers, once the batch has run."""
+    slots = []
     for which in (0, 1, 2):  # ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
-        inj.call("getitimer", which, scratch)
-        isec, iusec, vsec, vusec = _ITIMERVAL.unpack(inj.read(scratch, _ITIMERVAL.size))
-        if vsec or vusec or isec or iusec:
-            out.append(Itimer(which, isec * 1_000_000 + iusec, vsec * 1_000_000 + vusec))
-    return out
+        addr = batch.out(_ITIMERVAL.size)
+        batch.add("getitimer", which, addr)
+        slots.append((which, addr))
+
+    def answers() -> list[Itimer]:
+        out = []
+        for which, addr in slots:
+            isec, iusec, vsec, vusec = _ITIMERVAL.unpack(batch.inj.read(addr, _ITIMERVAL.size))
+            if vsec or vusec or isec or iusec:
+                out.append(Itimer(which, isec * 1_000_000 + iusec, vsec * 1_000_000 + vusec))
+        return out
+
+    return answers
 
 
 def restore_itimers(inj: Injector, scratch: int, timers: list[Itimer]) -> None:
@@ -158,11 +168,12 @@ def restore_itimers(inj: Injector, scratch: int, timers: list[Itimer]) -> None:
         inj.call("setitimer", t.which, scratch, 0)
 
 
-def prctl_get_into(inj: Injector, scratch: int, option: int) -> int:
-    """prctl options that write their answer through a pointer (PDEATHSIG, SUBREAPER, TID_ADDRESS)."""
-    inj.write(scratch, bytes(8))
-    inj.call("prctl", option, scratch, 0, 0, 0)
-    return int.from_bytes(inj.read(scratch, 8), "little")
+def queue_prctl_get(batch, option: int) -> Callable[[], int]:
+    """prctl options that answer through a pointer (PDEATHSIG, CHILD_SUBREAPER, TID_ADDRESS),
+    once the batch has run."""
+    addr = batch.out(8)
+    batch.add("prctl", option, addr, 0, 0, 0)
+    return lambda: int.from_bytes(batch.inj.read(addr, 8), "little")
 
 
 def read_personality(pid: int) -> int:
