@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import mmap
 import os
+import subprocess
 from pathlib import Path
+
+from helpers import wait_until
 
 from torpor.engine.linux.procfs import read_bracketed_areas, read_maps
 
@@ -21,3 +24,24 @@ def test_bracketed_areas_match_full_parse_and_ignore_file_names(tmp_path: Path) 
         got = read_bracketed_areas(os.getpid())
     assert "[vdso]" in got and "[stack]" in got
     assert got == want
+
+
+def test_smaps_areas_and_flags_match_maps() -> None:
+    """read_maps from smaps (with VmFlags) lists the same areas as maps, each with its flags
+    (a sleeping process: its maps hold still); an area made MADV_DONTFORK shows "dc", which
+    the dump relies on."""
+    sleeper = subprocess.Popen(["sleep", "100"])
+    try:
+        wait_until(lambda: os.readlink(f"/proc/{sleeper.pid}/exe").endswith("sleep"), 5, "exec")
+        plain = read_maps(sleeper.pid, with_flags=False)
+        flagged = read_maps(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert [(e.start, e.end, e.perms, e.path) for e in flagged] == \
+        [(e.start, e.end, e.perms, e.path) for e in plain]
+    assert all(e.vmflags for e in flagged)
+    assert any("gd" in e.vmflags for e in flagged)  # the stack grows down
+    with mmap.mmap(-1, 4 * mmap.PAGESIZE) as m:
+        m.madvise(mmap.MADV_DONTFORK)
+        assert any("dc" in e.vmflags for e in read_maps(os.getpid()))

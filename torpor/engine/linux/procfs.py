@@ -59,12 +59,15 @@ def read_maps(pid: int, with_flags: bool = True) -> list[MapsEntry]:
             return [_parse_maps_line(line) for line in f]
     out: list[MapsEntry] = []
     with open(f"/proc/{pid}/smaps") as f:
-        for line in f:
-            first = line.split(None, 1)[0]
-            if "-" in first and not first.endswith(":"):
-                out.append(_parse_maps_line(line))
-            elif first == "VmFlags:":
-                out[-1].vmflags = set(line.split()[1:])
+        text = f.read()
+    # ~25 lines an area: only the area's own line (it starts with its lowercase-hex address;
+    # every field line starts with a capital) and VmFlags are looked at
+    for line in text.split("\n"):
+        c = line[:1]
+        if c and (c <= "9" or "a" <= c <= "f"):
+            out.append(_parse_maps_line(line))
+        elif c == "V" and line.startswith("VmFlags:"):
+            out[-1].vmflags = set(line.split()[1:])
     return out
 
 
