@@ -308,6 +308,7 @@ def _root_child(plan: Plan, opener: FileOpener, report_fd: int, hold_fd: int,
             os.setsid()
         elif root.pgid == root.pid and os.getpgid(0) != os.getpid():
             os.setpgid(0, 0)
+        signals.reset_sigactions()  # the tree inherits them: only non-defaults are then set
         os.write(report_fd, b"OK")
         os.close(report_fd)
         os.read(hold_fd, 1)  # the restorer seizes us here

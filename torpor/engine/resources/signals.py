@@ -43,13 +43,27 @@ def queue_sigactions(batch, status: dict[str, str]) -> Callable[[], list[SigActi
     return answers
 
 
-def restore_sigactions(inj: Injector, scratch: int, actions: list[SigAction]) -> None:
-    saved = {a.sig: a for a in actions}
-    batch = inj.batch() if inj.batch_area is not None else None
+def reset_sigactions() -> None:
+    """Every action of the calling process back to SIG_DFL with no flags, mask or restorer:
+    the state restore_sigactions expects of a task (glibc's own handlers for signals 32 and
+    33, which Python cannot name, included)."""
+    from torpor.engine.linux import sys as lx
+
+    default = bytes(_KSIGACTION.size)
     for sig in range(1, NSIG + 1):
-        if sig in (SIGKILL, SIGSTOP):
+        if sig not in (SIGKILL, SIGSTOP):
+            lx.syscall(lx.NR["rt_sigaction"], sig, default, 0, 8)
+
+
+def restore_sigactions(inj: Injector, scratch: int, actions: list[SigAction]) -> None:
+    """Set the saved actions that are not SIG_DFL-with-nothing: the task has every action in
+    that state already (the root task ran reset_sigactions before it was seized; every other
+    task was forked from one in that state, before its parent's actions were restored)."""
+    batch = inj.batch() if inj.batch_area is not None else None
+    for a in actions:
+        if a.sig in (SIGKILL, SIGSTOP) or not (a.handler or a.flags or a.restorer or a.mask):
             continue
-        a = saved.get(sig) or SigAction(sig, 0, 0, 0, 0)  # default for anything unrecorded
+        sig = a.sig
         act = _KSIGACTION.pack(a.handler, a.flags, a.restorer, a.mask)
         if batch is not None:
             batch.add("rt_sigaction", sig, batch.data(act), 0, 8)
