@@ -24,8 +24,11 @@ from engutil import (
     wait_reports,
 )
 from helpers import (
+    REPO,
     assert_clean_error,
+    assert_consecutive,
     assert_same_process_view,
+    read_lines,
     snapshot,
     torpor,
     wait_for_lines,
@@ -163,3 +166,34 @@ def test_fd_file_deleted_since_checkpoint(compile_c, procs, tmp_path: Path) -> N
     after = reps[int(last["seq"])]
     assert after["fd.100"].split("|")[1:] == last["fd.100"].split("|")[1:]
     assert after["rw.pread"] == "1"
+
+
+def test_hard_limit_above_the_restorers_is_capped_with_a_warning(compile_c, procs, tmp_path: Path) -> None:
+    """Without CAP_SYS_RESOURCE no task may raise a hard limit: restored under a restorer
+    whose RLIMIT_NOFILE hard limit is lower than the saved one, the process gets the
+    restorer's, with a warning, and the rest of its limits as saved."""
+    import resource
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    p = procs.start([compile_c("counter"), out])
+    wait_for_lines(out, 3)
+    saved_hard = resource.prlimit(p.pid, resource.RLIMIT_NOFILE)[1]
+    lower = 1024
+    assert saved_hard > lower
+    n = len(checkpoint_kill(procs, p.pid, tmp_path / "img", out))
+
+    def lower_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lower, lower))
+
+    res = subprocess.run([sys.executable, "-m", "torpor", "restore", "--image-path", tmp_path / "img"],
+                         capture_output=True, text=True, timeout=40, preexec_fn=lower_limit,
+                         stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    pid = int(res.stdout.split()[-1])
+    procs.adopt(pid)
+    assert f"rlimit 7: hard limit {saved_hard} capped at {lower}" in res.stderr
+    assert resource.prlimit(pid, resource.RLIMIT_NOFILE) == (lower, lower)
+    wait_for_lines(out, n + 3)
+    assert_consecutive([int(x) for x in read_lines(out)])

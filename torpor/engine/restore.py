@@ -953,9 +953,10 @@ def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
     else:
         memory.restore_pages(t, proc.vmas)
     warnings: list[str] = []
-    signals.restore_sigactions(inj, s, proc.sigactions)
     task.restore_itimers(inj, s, proc.itimers)
+    # the process's own state in one round trip: actions, personality, prctls, limits
     pb = inj.batch()
+    signals.queue_restore_sigactions(pb, proc.sigactions)
     pb.add("personality", proc.personality)
     if proc.pdeath_sig:
         pb.add("prctl", lx.PR_SET_PDEATHSIG, proc.pdeath_sig, 0, 0, 0)
@@ -963,8 +964,9 @@ def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
         pb.add("prctl", lx.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if proc.thp_disabled:
         pb.add("prctl", lx.PR_SET_THP_DISABLE, 1, 0, 0, 0)
-    pb.run()
-    warnings += task.restore_rlimits(inj, s, proc.rlimits)
+    limits = task.queue_restore_rlimits(pb, proc.rlimits)
+    results = pb.run()
+    warnings += task.settle_rlimits(inj, s, proc.rlimits, [results[i] for i in limits])
 
     # threads: clone3 with set_tid from inside the process; TRACECLONE stops each one
     b.threads = {proc.threads[0].tid: inj}

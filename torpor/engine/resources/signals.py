@@ -55,23 +55,15 @@ def reset_sigactions() -> None:
             lx.syscall(lx.NR["rt_sigaction"], sig, default, 0, 8)
 
 
-def restore_sigactions(inj: Injector, scratch: int, actions: list[SigAction]) -> None:
-    """Set the saved actions that are not SIG_DFL-with-nothing: the task has every action in
+def queue_restore_sigactions(batch, actions: list[SigAction]) -> None:
+    """Queue the saved actions that are not SIG_DFL-with-nothing: the task has every action in
     that state already (the root task ran reset_sigactions before it was seized; every other
     task was forked from one in that state, before its parent's actions were restored)."""
-    batch = inj.batch() if inj.batch_area is not None else None
     for a in actions:
         if a.sig in (SIGKILL, SIGSTOP) or not (a.handler or a.flags or a.restorer or a.mask):
             continue
-        sig = a.sig
         act = _KSIGACTION.pack(a.handler, a.flags, a.restorer, a.mask)
-        if batch is not None:
-            batch.add("rt_sigaction", sig, batch.data(act), 0, 8)
-        else:
-            inj.write(scratch, act)
-            inj.call("rt_sigaction", sig, scratch, 0, 8)
-    if batch is not None:
-        batch.run()
+        batch.add("rt_sigaction", a.sig, batch.data(act), 0, 8)
 
 
 def queue_altstack(batch) -> Callable[[], tuple[int, int, int]]:

@@ -108,33 +108,32 @@ def dump_rlimits(inj: Injector, scratch: int) -> list[list[int]]:
     return [[value(ln[26:46].strip()), value(ln[47:67].strip())] for ln in lines[:RLIMIT_COUNT]]
 
 
-def restore_rlimits(inj: Injector, scratch: int, limits: list[list[int]]) -> list[str]:
-    """Set the saved limits inside the task (before its credentials change). A hard limit
-    above the restorer's cannot be raised without CAP_SYS_RESOURCE: it is capped, with a
-    warning. All limits go in one batch when the task has a batch area; the refused ones
-    are then capped one by one."""
+def queue_restore_rlimits(batch, limits: list[list[int]]) -> range:
+    """Queue the saved limits (set inside the task, before its credentials change); returns
+    the indices of their results for settle_rlimits."""
+    first = len(batch)
+    for res, (cur, mx) in enumerate(limits):
+        batch.add("prlimit64", 0, res, batch.data(struct.pack("<QQ", cur, mx)), 0, check=False)
+    return range(first, len(batch))
+
+
+def settle_rlimits(inj: Injector, scratch: int, limits: list[list[int]],
+                   results: list[int]) -> list[str]:
+    """After the batch: a hard limit above the restorer's cannot be raised without
+    CAP_SYS_RESOURCE (EPERM); those are capped at the restorer's one by one, with a warning."""
     warnings = []
-    todo = list(enumerate(limits))
-    if inj.batch_area is not None:
-        batch = inj.batch()
-        for res, (cur, mx) in todo:
-            batch.add("prlimit64", 0, res, batch.data(struct.pack("<QQ", cur, mx)), 0, check=False)
-        results = batch.run()
-        for (res, _), got in zip(todo, results, strict=True):
-            if got < 0 and got != -errno.EPERM:
-                raise OSError(-got, f"{os.strerror(-got)} (batched prlimit64 of resource {res} "
-                                    f"in task {inj.tid})")
-        todo = [item for item, got in zip(todo, results, strict=True) if got == -errno.EPERM]
-    for res, (cur, mx) in todo:
-        inj.write(scratch, struct.pack("<QQ", cur, mx))
-        try:
-            inj.call("prlimit64", 0, res, scratch, 0)
-        except PermissionError:
-            inj.call("prlimit64", 0, res, 0, scratch + 16)
-            _, old_max = struct.unpack("<QQ", inj.read(scratch + 16, 16))
-            inj.write(scratch, struct.pack("<QQ", min(cur, old_max), min(mx, old_max)))
-            inj.call("prlimit64", 0, res, scratch, 0)
-            warnings.append(f"rlimit {res}: hard limit {mx} capped at {old_max}")
+    for res, got in enumerate(results):
+        if got >= 0:
+            continue
+        if got != -errno.EPERM:
+            raise OSError(-got, f"{os.strerror(-got)} (batched prlimit64 of resource {res} "
+                                f"in task {inj.tid})")
+        cur, mx = limits[res]
+        inj.call("prlimit64", 0, res, 0, scratch + 16)
+        _, old_max = struct.unpack("<QQ", inj.read(scratch + 16, 16))
+        inj.write(scratch, struct.pack("<QQ", min(cur, old_max), min(mx, old_max)))
+        inj.call("prlimit64", 0, res, scratch, 0)
+        warnings.append(f"rlimit {res}: hard limit {mx} capped at {old_max}")
     return warnings
 
 
