@@ -937,6 +937,17 @@ def _split_lazy(vmas: list) -> tuple[list, list]:
     return lazy, eager
 
 
+def _queue_thread_state(batch, th) -> None:
+    """A thread's own kernel state, queued in a batch that thread runs (new threads inherit
+    the creator's name, so the leader's may go before its threads are cloned)."""
+    if th.robust_list:
+        batch.add("set_robust_list", th.robust_list, th.robust_len or ROBUST_LIST_HEAD_SIZE)
+    batch.add("set_tid_address", th.clear_child_tid)
+    batch.add("prctl", lx.PR_SET_NAME, batch.data(th.name.encode()[:15] + b"\0"), 0, 0, 0)
+    if th.rseq_ptr:
+        batch.add("rseq", th.rseq_ptr, th.rseq_len, 0, th.rseq_sig)
+
+
 def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
                            lastcap: int) -> list[str]:
     """Areas and pages, signals, timers, limits, threads, credentials, then close helpers."""
@@ -965,6 +976,7 @@ def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
     if proc.thp_disabled:
         pb.add("prctl", lx.PR_SET_THP_DISABLE, 1, 0, 0, 0)
     limits = task.queue_restore_rlimits(pb, proc.rlimits)
+    _queue_thread_state(pb, proc.threads[0])  # the leader's own (it runs this batch)
     results = pb.run()
     warnings += task.settle_rlimits(inj, s, proc.rlimits, [results[i] for i in limits])
 
@@ -979,16 +991,12 @@ def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
 
     full_root = task.creds_are_root_full(proc.creds, lastcap)
     ignored = signals.ignored_signals(proc.sigactions)
-    for th in proc.threads:
+    for i, th in enumerate(proc.threads):
         ti = b.threads[th.tid]
-        tb = ti.batch()
-        if th.robust_list:
-            tb.add("set_robust_list", th.robust_list, th.robust_len or ROBUST_LIST_HEAD_SIZE)
-        tb.add("set_tid_address", th.clear_child_tid)
-        tb.add("prctl", lx.PR_SET_NAME, tb.data(th.name.encode()[:15] + b"\0"), 0, 0, 0)
-        if th.rseq_ptr:
-            tb.add("rseq", th.rseq_ptr, th.rseq_len, 0, th.rseq_sig)
-        tb.run()
+        if i:  # the leader's went with the process's batch
+            tb = ti.batch()
+            _queue_thread_state(tb, th)
+            tb.run()
         signals.restore_altstack(ti, s, th.altstack_sp, th.altstack_flags, th.altstack_size)
         signals.restore_pending(ti, s, proc.pid, th.tid, th.pending, False, ignored)
     signals.restore_pending(inj, s, proc.pid, proc.pid, proc.shared_pending, True, ignored)
