@@ -219,3 +219,29 @@ def test_space_move_splits_partly_remapped_runs() -> None:
     s.move(12 * page, 50 * page, 2 * page)
     assert s.runs == [[10 * page, 2 * page, 100 * page], [14 * page, 4 * page, 104 * page],
                       [50 * page, 2 * page, 102 * page]]
+
+
+def test_cow_moves_blocks_back_and_leaves_nothing(compile_c, procs, tmp_path: Path) -> None:
+    """The blocks go back by UFFDIO_MOVE, run by the agent thread planted in the process (the
+    kernel refuses that ioctl from torpor's own address space: every block used to be copied
+    back, which left 2x the memory mapped until a second stop that freed it). Afterwards the
+    process has no extra thread, mapping or fd, and the image restores to the same memory."""
+    from torpor.engine.dump import checkpoint as engine_checkpoint
+
+    out = tmp_path / "out"
+    p = procs.start([compile_c("memsum"), out, "64"])
+    wait_for_lines(out, 1, timeout=30)
+    before = snapshot(p.pid)
+    res = engine_checkpoint(p.pid, str(tmp_path / "img"), leave_running=True)
+    assert res.cow_blocks >= 32, res  # the 64 MiB area went through the copier
+    assert res.cow_copied_back == 0, res
+    assert_same_process_view(before, snapshot(p.pid))  # maps, fds, threads as they were
+    assert sorted(os.listdir(f"/proc/{p.pid}/task")) == [str(p.pid)]
+    assert_running_untraced(p.pid)
+    n = len(read_lines(out))
+    wait_for_lines(out, n + 1, timeout=30)
+    procs.kill(p.pid)
+    restore_same(procs, tmp_path / "img", p.pid)
+    wait_for_lines(out, len(read_lines(out)) + 2, timeout=60)
+    sums = {ln.split("sum=")[1] for ln in read_lines(out) if "sum=" in ln}
+    assert len(sums) == 1, f"the memory checksum changed across the checkpoint: {sums}"

@@ -44,6 +44,8 @@ from collections import deque
 
 import msgspec
 
+from torpor.engine.agent import AREA_SIZE as AGENT_AREA_SIZE
+from torpor.engine.agent import Agent, steal_fd
 from torpor.engine.lazy import Space
 from torpor.engine.linux import sys as lx
 from torpor.engine.linux import uffd, vm
@@ -57,8 +59,6 @@ MIN_PRESENT = 1 << 20  # areas with less than this in pages stay in the fork sna
 # stack, hugetlb, pfn/io/mixed maps, shadow stack
 EXCLUDED_FLAGS = {"lo", "um", "uw", "ui", "gd", "ht", "pf", "io", "mm", "ss"}
 BUFFERS = 8
-# a pagemap entry's top byte: present (bit 63) without exclusive (bit 56) -> 1
-_SHARED_TABLE = bytes(1 if v & 0x81 == 0x80 else 0 for v in range(256))
 
 
 def enabled() -> bool:
@@ -117,6 +117,9 @@ class Proc(msgspec.Struct):
     pid: int
     fd: int  # the userfaultfd, in torpor
     areas: list[Area] = msgspec.field(default_factory=list)
+    task_fd: int = -1  # the same userfaultfd, in the task (the agent's UFFDIO_MOVE uses it)
+    agent: object = None  # engine/agent.py's Agent, planted in the task
+    leftovers: list[tuple[int, int]] = msgspec.field(default_factory=list)  # to unmap, stopped
 
     def area_of_shadow(self, addr: int) -> Area | None:
         for a in self.areas:
@@ -154,73 +157,26 @@ class CowSpace(Space):
 # ------------------------------------------------------------------ frozen: choose, move out
 
 
-def _all_exclusive(pagemap_fd: int, runs: list[tuple[int, int]]) -> bool:
-    for a, n in runs:
-        raw = os.pread(pagemap_fd, n // PAGE_SIZE * 8, a // PAGE_SIZE * 8)
-        if 1 in raw[7::8].translate(_SHARED_TABLE):
-            return False
-    return True
-
-
-def candidates(pid: int, maps) -> list[Area]:
-    """Areas of the frozen pid worth moving out: private anonymous, writable, not excluded
-    by their flags, >= MIN_PRESENT of present pages, none of them shared with another
-    process (UFFDIO_MOVE only moves exclusive pages; reading shared ones would unshare them)."""
+def candidates(maps) -> list[Area]:
+    """Areas of the frozen process worth moving out, from its smaps (already read: no page
+    is looked at while it is stopped): private anonymous, writable, not excluded by their
+    flags, >= MIN_PRESENT resident, none of it mapped by another process too (UFFDIO_MOVE
+    moves only exclusive pages; copying shared ones back would unshare them)."""
     out: list[Area] = []
-    pm = None
-    try:
-        for e in maps:
-            if (e.inode or e.shared or e.perms[1] != "w" or e.vmflags & EXCLUDED_FLAGS
-                    or (e.path and not e.path.startswith("[anon:"))
-                    or e.end - e.start < MIN_PRESENT):
-                continue
-            if pm is None:
-                pm = PageMap(pid)
-            present: list[tuple[int, int]] = []
-            for s, t, cat in pm.regions(e.start, e.end):
-                if cat & PAGE_IS_PFNZERO or not cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED):
-                    continue
-                if present and present[-1][0] + present[-1][1] == s:
-                    present[-1] = (present[-1][0], present[-1][1] + t - s)
-                else:
-                    present.append((s, t - s))
-            if sum(n for _, n in present) < MIN_PRESENT or not _all_exclusive(pm.fd, present):
-                continue
-            out.append(Area(e.start, e.end, "dc" in e.vmflags, present))
-    finally:
-        if pm is not None:
-            pm.close()
+    for e in maps:
+        if (e.inode or e.shared or e.perms[1] != "w" or e.vmflags & EXCLUDED_FLAGS
+                or (e.path and not e.path.startswith("[anon:"))
+                or e.rss < MIN_PRESENT or e.rss_shared):
+            continue
+        out.append(Area(e.start, e.end, "dc" in e.vmflags, []))
     return out
 
 
-def _steal_fd(pid: int, fd: int) -> int:
-    pidfd = lx.syscall(lx.NR["pidfd_open"], pid, 0)
-    try:
-        return lx.syscall(lx.NR["pidfd_getfd"], pidfd, fd, 0)
-    finally:
-        os.close(pidfd)
-
-
 def move_out(inj, pid: int, areas: list[Area]) -> Proc | None:
-    """While frozen: make the userfaultfd and move each area's pages to its shadow (before
-    the snapshot fork, so the fork copies none of their page tables). Areas that cannot be
-    moved stay as they are (the snapshot will hold them). None if nothing was moved."""
-    try:
-        task_fd = inj.call("userfaultfd", os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return None  # e.g. EPERM: an unprivileged task (vm.unprivileged_userfaultfd = 0)
-    try:
-        fd = _steal_fd(pid, task_fd)
-    except OSError:
-        return None
-    finally:
-        inj.call("close", task_fd, check=False)
-    try:
-        uffd.api(fd, uffd.NONCOOPERATIVE | uffd.FEATURE_MOVE)
-    except OSError:
-        os.close(fd)
-        return None
-    proc = Proc(pid, fd)
+    """While frozen, before the snapshot fork (which then copies none of their page tables):
+    move each area's pages to its shadow. Areas that cannot be moved stay as they are (the
+    snapshot will hold them). None if nothing was moved."""
+    proc = Proc(pid, -1)
     for a in areas:
         n = a.length
         res = inj.call("mmap", 0, n + BLOCK, lx.PROT_NONE,
@@ -240,31 +196,54 @@ def move_out(inj, pid: int, areas: list[Area]) -> Proc | None:
         a.shadow = shadow
         inj.call("madvise", shadow, n, lx.MADV_DONTFORK, check=False)
         proc.areas.append(a)
-    if not proc.areas:
-        os.close(fd)
-        return None
-    return proc
+    return proc if proc.areas else None
+
+
+def arm(inj, proc: Proc, scratch: int) -> bool:
+    """Still frozen, after the snapshot fork (so that the snapshot holds none of what follows,
+    and that fork did not wait on a FORK event): a userfaultfd in the task, shared with torpor,
+    the old ranges registered for missing faults, and an agent thread to run UFFDIO_MOVE in
+    the task (engine/agent.py). False, with every area moved back, where any of it is
+    refused (e.g. vm.unprivileged_userfaultfd = 0, PR_SET_MDWE)."""
+    task_fd = inj.call("userfaultfd", os.O_CLOEXEC | os.O_NONBLOCK, check=False)
+    if -4096 < task_fd < 0:
+        move_back_injected(inj, proc)
+        return False
+    try:
+        proc.fd = steal_fd(proc.pid, task_fd)
+        uffd.api(proc.fd, uffd.NONCOOPERATIVE | uffd.FEATURE_MOVE)
+        for a in list(proc.areas):
+            try:
+                uffd.register(proc.fd, a.start, a.length)
+            except OSError:
+                move_back_injected(inj, proc, [a])
+        proc.agent = Agent.plant(inj, scratch) if proc.areas else None
+        if proc.agent is None:
+            raise OSError("no agent")
+    except BaseException as err:
+        # both ends closed first: the kernel unregisters the ranges, and the mremap back
+        # then sends no UNMAP event that nobody would read (the task would wait forever)
+        if proc.fd >= 0:
+            os.close(proc.fd)
+            proc.fd = -1
+        inj.call("close", task_fd, check=False)
+        move_back_injected(inj, proc)
+        if not isinstance(err, OSError):
+            raise
+        return False
+    proc.task_fd = task_fd
+    return True
 
 
 def move_back_injected(inj, proc: Proc, areas: list[Area] | None = None) -> None:
-    """Undo move_out while still frozen (no snapshot after all, or a registration failed):
-    mremap each shadow back over its old range."""
+    """Undo move_out while still frozen (no snapshot after all, or arming failed): mremap
+    each shadow back over its old range."""
     for a in list(areas if areas is not None else proc.areas):
         n = a.length
         inj.call("mremap", a.shadow, n, n, lx.MREMAP_MAYMOVE | lx.MREMAP_FIXED, a.start)
         if not a.dontfork:
             inj.call("madvise", a.start, n, lx.MADV_DOFORK, check=False)
         proc.areas.remove(a)
-
-
-def register(inj, proc: Proc) -> None:
-    """After the snapshot fork (a registered area would make that fork wait for us to read
-    its FORK event): register every old range for missing faults."""
-    for a in list(proc.areas):
-        try:
-            uffd.register(proc.fd, a.start, a.length)
-        except OSError:
-            move_back_injected(inj, proc, [a])
 
 
 # ---------------------------------------------------------------------------- the copier
@@ -297,28 +276,51 @@ class Copier:
         self._writer: threading.Thread | None = None
         self._cv = threading.Condition()
         self._inflight = 0
+        self.prepared = False
 
     def add(self, proc: Proc) -> None:
-        """A process whose areas were moved out and registered: reserve their place in the
-        page file (still frozen) and start serving its userfaultfd."""
-        if self.page_fd < 0:
-            self.page_fd = self.pages.fd
-        for a in proc.areas:
-            a.place(self.pages.reserve(a.nbytes))
+        """A process whose areas were moved out and armed (still frozen): serve it."""
         self.procs[proc.pid] = proc
         runs = [[a.start, a.length, a.shadow] for a in proc.areas]
         self._add_space(CowSpace(proc.fd, runs, proc, True))
+
+    def prepare(self) -> None:
+        """Once the tree runs again: find each shadow's present pages (nothing touches a
+        shadow, so they hold still) and reserve their place in the page file."""
+        if self.prepared:
+            return
+        self.prepared = True
+        if self.page_fd < 0:
+            self.page_fd = self.pages.fd
+        for proc in self.procs.values():
+            pm = PageMap(proc.pid)
+            try:
+                for a in proc.areas:
+                    delta = a.shadow - a.start
+                    for s, t, cat in pm.regions(a.shadow, a.shadow + a.length):
+                        if cat & PAGE_IS_PFNZERO or not cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED):
+                            continue
+                        if a.present and a.present[-1][0] + a.present[-1][1] == s - delta:
+                            a.present[-1] = (a.present[-1][0], a.present[-1][1] + t - s)
+                        else:
+                            a.present.append((s - delta, t - s))
+                    a.place(self.pages.reserve(a.nbytes))
+            finally:
+                pm.close()
+
+    def leftovers(self, pid: int) -> list[tuple]:
+        """Injected calls (name, args...) the process's second brief stop must make: the
+        agent's area once its thread is gone, and whatever the agent could not do itself."""
+        proc = self.procs.get(pid)
+        return proc.leftovers if proc else []
 
     def _add_space(self, space: CowSpace) -> None:
         self.spaces[space.fd] = space
         self.poller.register(space.fd, select.POLLIN)
 
-    def shadows(self, pid: int) -> list[tuple[int, int]]:
-        proc = self.procs.get(pid)
-        return [(a.shadow, a.length) for a in proc.areas] if proc else []
-
     # -- threads
     def start(self) -> None:
+        self.prepare()
         self.thread = threading.Thread(target=self.run, name="torpor-cow", daemon=True)
         self.thread.start()
 
@@ -329,6 +331,7 @@ class Copier:
         if self.finished and self.thread is None:
             return
         if self.thread is None:
+            self.prepare()
             self.run()
         else:
             self.thread.join()
@@ -381,7 +384,28 @@ class Copier:
             self._writer.join()
             if self._write_error and self.error is None:
                 self.error = self._write_error[0]
+            self._retire()
             self._close()
+
+    def _retire(self) -> None:
+        """Every block is back: each agent unmaps its (now empty) shadows and closes the task's
+        userfaultfd while the process runs, then ends; what it could not do is left for the
+        second brief stop, with its own area."""
+        for proc in self.procs.values():
+            agent = proc.agent
+            todo = [("munmap", a.shadow, a.length) for a in proc.areas]
+            if proc.task_fd >= 0:
+                todo.append(("close", proc.task_fd))
+            if agent is not None:
+                try:
+                    while todo:
+                        agent.call(*todo[0])
+                        todo.pop(0)
+                except OSError:
+                    pass
+                if agent.stop():  # its thread is gone: its code may be unmapped
+                    todo.append(("munmap", agent.area, AGENT_AREA_SIZE))
+            proc.leftovers = todo
 
     def _give_back_all(self) -> None:
         """Abort: move every pending range back without saving, trying every block."""
@@ -535,7 +559,7 @@ class Copier:
         done = 0
         if space.mover:
             while done < ln:
-                n = uffd.move(space.fd, va + done, src + done, ln - done)
+                n = _move(space.owner, va + done, src + done, ln - done)
                 if n > 0:
                     done += n
                 elif n == -errno.EAGAIN:
@@ -572,3 +596,16 @@ class Copier:
                 else:
                     break  # gone: unmapped, or the process exited
         return None
+
+
+def _move(proc: Proc, dst: int, src: int, length: int) -> int:
+    """UFFDIO_MOVE run by the process's agent (the kernel refuses it from another address
+    space); uffd.move's answer: bytes moved, or -errno when none were."""
+    agent = proc.agent
+    try:
+        res, back = agent.call("ioctl", proc.task_fd, uffd.UFFDIO_MOVE, agent.payload,
+                               payload=uffd.move_args(dst, src, length))
+    except OSError:
+        return -errno.ESRCH  # the agent, or the process, is gone
+    moved = uffd.moved(back)
+    return moved if moved > 0 or res >= 0 else res

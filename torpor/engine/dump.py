@@ -203,10 +203,10 @@ def _fork_snapshot(inj: Injector, s: int) -> int:
 
 
 def drop_snapshots(ctx: DumpContext, tree: freeze.FrozenTree) -> None:
-    """Kill the snapshots, then have each process reap its own and unmap the shadows of its
-    copy-on-write areas, by then empty (a brief second stop)."""
+    """Kill the snapshots, then have each process reap its own and unmap what the
+    copy-on-write copy left in it (its agent's area: a brief second stop)."""
     for pid, snap in ctx.snapshots.items():
-        shadows = ctx.cow.shadows(pid) if ctx.cow is not None else []
+        leftovers = ctx.cow.leftovers(pid) if ctx.cow is not None else []
         vsnap = 0
         try:
             vsnap = _ns_ids(snap)[0]  # wait4 inside the process takes its namespace's PID
@@ -214,7 +214,7 @@ def drop_snapshots(ctx: DumpContext, tree: freeze.FrozenTree) -> None:
             os.waitpid(snap, lx.WALL)  # as its tracer; hands the zombie to its parent
         except OSError:
             vsnap = 0
-            if not shadows:
+            if not leftovers:
                 continue
         try:
             pt.seize(pid, freeze.SEIZE_OPTIONS)
@@ -229,8 +229,8 @@ def drop_snapshots(ctx: DumpContext, tree: freeze.FrozenTree) -> None:
                 try:
                     if vsnap:
                         inj.call("wait4", vsnap, 0, lx.WALL, 0, check=False)
-                    for shadow, length in shadows:
-                        inj.call("munmap", shadow, length, check=False)
+                    for name, *args in leftovers:
+                        inj.call(name, *args, check=False)
                 finally:
                     inj.finish()
             finally:
@@ -248,7 +248,7 @@ def _snapshot(ctx: DumpContext, pid: int, leader: Injector, s: int, maps) -> Non
     proc = None
     # a seccomp filter might kill the process for a syscall the fork snapshot does not need
     if ctx.cow is not None and read_status(pid).get("Seccomp", "0").strip() == "0":
-        areas = cow.candidates(pid, maps)
+        areas = cow.candidates(maps)
         if areas:
             proc = cow.move_out(leader, pid, areas)
     try:
@@ -259,20 +259,17 @@ def _snapshot(ctx: DumpContext, pid: int, leader: Injector, s: int, maps) -> Non
             snap = _fork_snapshot(leader, s)
         if snap:
             ctx.snapshots[pid] = snap
-            if proc:
-                cow.register(leader, proc)
+            if proc and not cow.arm(leader, proc, s):  # moved back if it cannot be armed
+                proc = None
         elif proc:
             cow.move_back_injected(leader, proc)
+            proc = None
     except BaseException:
         if proc and proc.areas:
             cow.move_back_injected(leader, proc)
-        if proc:
-            os.close(proc.fd)
         raise
     if proc and proc.areas:
         ctx.cow.add(proc)
-    elif proc:
-        os.close(proc.fd)
 
 
 def _cow_pages(ctx: DumpContext, pid: int, vmas: list) -> None:
@@ -394,8 +391,7 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
                 inj.finish()
         creds = task.dump_creds(pid, status)  # the tree is frozen: status is current
         creds.securebits = securebits
-        vmas = memory.dump(ctx, maps)
-        _cow_pages(ctx, pid, vmas)
+        vmas = memory.dump(ctx, maps)  # a copy-on-write area's pages: _cow_pages, later
         fds = files.dump(ctx, pid, fdlist)
         cwd, root = task.read_cwd_root(pid)
         mm = _mm_fields(pid, brk)
@@ -438,6 +434,8 @@ class CheckpointResult(msgspec.Struct):
     pages_bytes: int
     frozen_seconds: float
     total_seconds: float
+    cow_blocks: int = 0  # 2 MiB blocks saved by the copy-on-write copier while the tree ran
+    cow_copied_back: int = 0  # of their runs, given back by UFFDIO_COPY instead of moved
 
 
 KCMP_FILES = 2
@@ -531,6 +529,8 @@ def checkpoint_tree(
                                 source=ctx.snapshots.get(p, p))
         if ctx.cow is not None and ctx.cow.procs:
             ctx.cow.finish()
+            for proc in procs:  # where the moved-out areas' pages went in the page file
+                _cow_pages(ctx, proc.host_pid, proc.vmas)
         xstate = procs[0].threads[0].xstate
         image = TreeImage(
             schema_version=SCHEMA_VERSION, root_pid=procs[0].pid, processes=procs,
@@ -566,8 +566,10 @@ def checkpoint_tree(
         freeze.kill(tree)
         t_thawed = time.monotonic()
     t_end = time.monotonic()
+    cow_stats = ctx.cow.stats if ctx.cow is not None else {}
     return CheckpointResult(root_pid, image_path, len(tree.order), len(tree.all_tids()),
-                            ctx.pages.size, t_thawed - t_frozen, t_end - t0)
+                            ctx.pages.size, t_thawed - t_frozen, t_end - t0,
+                            cow_stats.get("blocks", 0), cow_stats.get("copied_back", 0))
 
 
 def _kcmp(pid1: int, pid2: int, kind: int) -> bool:

@@ -8,7 +8,8 @@ import os
 class MapsEntry:
     """One line of /proc/PID/maps (and its VmFlags from smaps, when read)."""
 
-    __slots__ = ("start", "end", "perms", "pgoff", "dev", "inode", "path", "vmflags")
+    __slots__ = ("start", "end", "perms", "pgoff", "dev", "inode", "path", "vmflags", "rss",
+                 "rss_shared")
 
     def __init__(self, start: int, end: int, perms: str, pgoff: int, dev: tuple[int, int],
                  inode: int, path: str, vmflags: set[str] | None = None) -> None:
@@ -16,6 +17,8 @@ class MapsEntry:
         self.dev, self.inode = dev, inode
         self.path = path  # "" for anonymous, "[heap]", "/usr/lib/x.so", "/memfd:x (deleted)"
         self.vmflags = vmflags if vmflags is not None else set()
+        # from smaps: bytes resident, and of those mapped by another process too (0 from maps)
+        self.rss = self.rss_shared = 0
 
     def __repr__(self) -> str:
         return f"MapsEntry({self.start:#x}-{self.end:#x} {self.perms} {self.path!r})"
@@ -61,13 +64,17 @@ def read_maps(pid: int, with_flags: bool = True) -> list[MapsEntry]:
     with open(f"/proc/{pid}/smaps") as f:
         text = f.read()
     # ~25 lines an area: only the area's own line (it starts with its lowercase-hex address;
-    # every field line starts with a capital) and VmFlags are looked at
+    # every field line starts with a capital), Rss, Shared_* and VmFlags are looked at
     for line in text.split("\n"):
         c = line[:1]
         if c and (c <= "9" or "a" <= c <= "f"):
             out.append(_parse_maps_line(line))
         elif c == "V" and line.startswith("VmFlags:"):
             out[-1].vmflags = set(line.split()[1:])
+        elif c == "R" and line.startswith("Rss:"):
+            out[-1].rss = int(line.split()[1]) * 1024
+        elif c == "S" and line.startswith("Shared_"):  # Shared_Clean, _Dirty, _Hugetlb
+            out[-1].rss_shared += int(line.split()[1]) * 1024
     return out
 
 

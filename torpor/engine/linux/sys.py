@@ -21,7 +21,7 @@ _syscall_gil.restype = ctypes.c_long
 # x86_64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl)
 NR = {
     "read": 0, "write": 1, "open": 2, "close": 3, "lseek": 8, "mmap": 9, "mprotect": 10,
-    "munmap": 11, "brk": 12, "rt_sigaction": 13, "rt_sigprocmask": 14, "ioctl": 16,
+    "munmap": 11, "brk": 12, "rt_sigaction": 13, "rt_sigprocmask": 14, "ioctl": 16, "pipe2": 293,
     "pread64": 17, "pwrite64": 18, "madvise": 28, "mremap": 25, "dup": 32, "dup2": 33,
     "getitimer": 36, "setitimer": 38, "getpid": 39, "socket": 41, "clone": 56, "fork": 57,
     "exit": 60, "wait4": 61, "kill": 62, "fcntl": 72, "flock": 73, "getcwd": 79, "chdir": 80, "fchdir": 81,

@@ -67,6 +67,19 @@ def zeropage(fd: int, start: int, length: int) -> None:
             raise
 
 
+_MOVE = struct.Struct("<QQQQq")  # struct uffdio_move: dst, src, len, mode, move (result)
+
+
+def move_args(dst: int, src: int, length: int, mode: int = MOVE_MODE_ALLOW_SRC_HOLES) -> bytes:
+    """struct uffdio_move for an UFFDIO_MOVE made elsewhere (engine/agent.py)."""
+    return _MOVE.pack(dst, src, length, mode, 0)
+
+
+def moved(raw: bytes) -> int:
+    """The `move` field of a struct uffdio_move after the call: bytes moved, or -errno."""
+    return _MOVE.unpack_from(raw)[4]
+
+
 def move(fd: int, dst: int, src: int, length: int, mode: int = MOVE_MODE_ALLOW_SRC_HOLES) -> int:
     """UFFDIO_MOVE (same address space: the uffd's): returns the bytes moved (> 0; a short
     move is progress) or -errno when nothing was moved: EAGAIN (an event is pending: read it,
