@@ -32,7 +32,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(autouse=True)
 def _cow_on(monkeypatch):
-    """The copy-on-write path is off by default (engine/cow.py); these tests are about it."""
+    """These tests are about the copy-on-write path (the default; TORPOR_COW=0 turns it off)."""
     monkeypatch.setenv("TORPOR_COW", "1")
 
 

@@ -1,22 +1,25 @@
 """Copy-on-write checkpoints of large anonymous areas (`checkpoint --leave-running`).
 
-Forking a snapshot copies the page tables of the whole process (82 ms for 2 GiB). For each
-large private anonymous area the frozen process instead gets, by injected syscalls:
-  * a userfaultfd (copied into torpor with pidfd_getfd, closed in the task; EVENT_FORK, REMAP,
-    REMOVE, UNMAP and UFFD_FEATURE_MOVE),
-  * an mremap(MREMAP_DONTUNMAP) of the area to a "shadow" address with the same offset modulo
-    2 MiB: the page tables move whole, no page is copied, and the old range stays mapped but
-    empty; the shadow is MADV_DONTFORK (an application fork must not inherit it),
-and, once the snapshot of the small areas is forked, the old range is registered for
-missing-page faults. The process is then let go. This module's copier (one thread) saves
-each 2 MiB block of the shadow into the page file (offsets reserved while frozen) and
-UFFDIO_MOVEs it back; a fault on a block not yet back has that block saved and moved first.
-A fork during the copy hands over the child's userfaultfd: the child misses the same blocks,
-and gets them by UFFDIO_COPY from the saved data before the parent's block moves back.
-MADV_DONTNEED/munmap of the old range (REMOVE/UNMAP) make the copier save those pages but
-never move them back; an mremap of it (REMAP) is followed. When every block is back the
-userfaultfds are closed (the kernel unregisters the ranges) and the shadows are unmapped in
-the process's second brief stop (dump.drop_snapshots).
+Forking a snapshot copies the page tables of the whole process (~70 ms for 2 GiB). Instead,
+while the process is stopped, each large private anonymous area (chosen from the smaps the
+dump has read: no page is looked at while frozen) is moved by an injected
+mremap(MREMAP_DONTUNMAP) to a "shadow" address with the same offset modulo 2 MiB: the page
+tables move whole, no page is copied, the old range stays mapped but empty, and the shadow
+is MADV_DONTFORK (an application fork must not inherit it). The snapshot of the small areas
+is forked; then the task gets a userfaultfd (shared with torpor through pidfd_getfd; events
+FORK, REMAP, REMOVE, UNMAP, feature MOVE) with the old ranges registered for missing-page
+faults, and an agent thread (engine/agent.py): the kernel runs UFFDIO_MOVE only for a caller
+in the userfaultfd's own address space. The process is let go.
+
+This module's copier (one thread) then finds the shadows' present pages, reserves their
+place in the page file, saves each 2 MiB block and has the agent move it back; a fault on a
+block not yet back has that block saved and moved first. A fork during the copy hands over
+the child's userfaultfd: the child misses the same blocks, and gets them by UFFDIO_COPY from
+the saved data before the parent's block moves back. MADV_DONTNEED/munmap of the old range
+(REMOVE/UNMAP) make the copier save those pages but never move them back; an mremap of it
+(REMAP) is followed. When every block is back the agent unmaps the empty shadows, closes the
+task's userfaultfd and ends; a second brief stop (dump.drop_snapshots) reaps the snapshot
+and unmaps the agent's two pages.
 
 Failure must never cost the application its memory: if saving fails, every block is still
 moved back (or copied back, when UFFDIO_MOVE refuses a page) and only then is the error
@@ -25,10 +28,8 @@ userfaultfd(2) is refused, areas already registered with a userfaultfd (the --tr
 tracker), locked, read-only or holding pages shared with another process keep the fork
 snapshot.
 
-OFF BY DEFAULT (TORPOR_COW=1 turns it on): its images are right (tests), but its frozen
-phase is longer than the plain fork snapshot's on this machine (bench memory, 2 runs: 51 /
-145 ms at 512 MiB / 2 GiB against 30 / 80 ms): what it does while the tree is stopped
-(the pagemap read for exclusivity, the injected calls per area) is still to be profiled.
+On by default; TORPOR_COW=0 keeps the plain fork snapshot (bench memory, 2 runs each, same
+session: frozen 16 / 35 ms at 512 MiB / 2 GiB against 25 / 73 ms for the fork).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ BUFFERS = 8
 
 
 def enabled() -> bool:
-    return os.environ.get("TORPOR_COW", "0") == "1"  # off by default: see the module's doc
+    return os.environ.get("TORPOR_COW", "1") != "0"  # TORPOR_COW=0: the fork snapshot only
 
 
 class CowError(TorporError):
