@@ -17,6 +17,7 @@ from helpers import (
     read_lines,
     restore,
     status,
+    wait_for_lines,
     wait_until,
 )
 
@@ -63,6 +64,17 @@ def restore_same(procs: Procs, image: Path, pid: int) -> int:
     assert int(st[3]) in (1, os.getpid()), f"restored process has parent {st[3]}, not init/us"
     assert_running_untraced(pid)
     return pid
+
+
+def restore_same_memsum(procs: Procs, image: Path, pid: int, out: Path) -> None:
+    """tests/programs/memsum PID, checkpointed into IMAGE and still running: it goes on, is
+    killed and restored from IMAGE, and every pass before and after gives the same sum."""
+    wait_for_lines(out, len(read_lines(out)) + 1, timeout=30)
+    procs.kill(pid)
+    restore_same(procs, image, pid)
+    wait_for_lines(out, len(read_lines(out)) + 2, timeout=60)
+    sums = {ln.split("sum=")[1] for ln in read_lines(out) if "sum=" in ln}
+    assert len(sums) == 1, f"the memory checksum changed across the checkpoint: {sums}"
 
 
 def cycle(procs: Procs, pid: int, image: Path, out: Path | None = None,
