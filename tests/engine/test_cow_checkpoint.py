@@ -239,3 +239,40 @@ def test_cow_moves_blocks_back_and_leaves_nothing(compile_c, procs, tmp_path: Pa
     assert sorted(os.listdir(f"/proc/{p.pid}/task")) == [str(p.pid)]
     assert_running_untraced(p.pid)
     restore_same_memsum(procs, tmp_path / "img", p.pid, out)
+
+
+@pytest.mark.parametrize("failure", ["refused", "error"])
+def test_cow_agent_failure_keeps_the_process_whole(compile_c, procs, tmp_path: Path, monkeypatch,
+                                                   failure: str) -> None:
+    """The agent cannot be planted (refused: the fork snapshot is used instead) or planting
+    raises (the checkpoint fails): either way the areas go back while the process is still
+    stopped, with the userfaultfd closed first (a registered range would make that mremap
+    wait forever for an UNMAP event nobody reads), and the process runs on, memory intact."""
+    from torpor.engine import agent
+    from torpor.engine.dump import checkpoint as engine_checkpoint
+
+    def plant(inj, scratch):
+        if failure == "error":
+            raise RuntimeError("planting failed")
+        return None
+
+    monkeypatch.setattr(agent.Agent, "plant", staticmethod(plant))
+    out = tmp_path / "out"
+    p = procs.start([compile_c("memsum"), out, "64"])
+    wait_for_lines(out, 1, timeout=30)
+    before = snapshot(p.pid)
+    if failure == "error":
+        with pytest.raises(RuntimeError):
+            engine_checkpoint(p.pid, str(tmp_path / "img"), leave_running=True)
+        assert not (tmp_path / "img" / "manifest.json").exists()
+    else:
+        res = engine_checkpoint(p.pid, str(tmp_path / "img"), leave_running=True)
+        assert res.cow_blocks == 0, res  # the fork snapshot held the area
+    assert_same_process_view(before, snapshot(p.pid))
+    assert_running_untraced(p.pid)
+    n = len(read_lines(out))
+    wait_for_lines(out, n + 2, timeout=30)
+    sums = {ln.split("sum=")[1] for ln in read_lines(out) if "sum=" in ln}
+    assert len(sums) == 1, sums
+    if failure == "refused":
+        restore_same_memsum(procs, tmp_path / "img", p.pid, out)

@@ -204,8 +204,8 @@ def arm(inj, proc: Proc, scratch: int) -> bool:
     """Still frozen, after the snapshot fork (so that the snapshot holds none of what follows,
     and that fork did not wait on a FORK event): a userfaultfd in the task, shared with torpor,
     the old ranges registered for missing faults, and an agent thread to run UFFDIO_MOVE in
-    the task (engine/agent.py). False, with every area moved back, where any of it is
-    refused (e.g. vm.unprivileged_userfaultfd = 0, PR_SET_MDWE)."""
+    the task (engine/agent.py). False, with every area moved back and nothing left in the
+    task, where any of it is refused (e.g. vm.unprivileged_userfaultfd = 0, a pids limit)."""
     task_fd = inj.call("userfaultfd", os.O_CLOEXEC | os.O_NONBLOCK, check=False)
     if -4096 < task_fd < 0:
         move_back_injected(inj, proc)
@@ -213,12 +213,9 @@ def arm(inj, proc: Proc, scratch: int) -> bool:
     try:
         proc.fd = steal_fd(proc.pid, task_fd)
         uffd.api(proc.fd, uffd.NONCOOPERATIVE | uffd.FEATURE_MOVE)
-        for a in list(proc.areas):
-            try:
-                uffd.register(proc.fd, a.start, a.length)
-            except OSError:
-                move_back_injected(inj, proc, [a])
-        proc.agent = Agent.plant(inj, scratch) if proc.areas else None
+        for a in proc.areas:  # all or none: the caller then forks its snapshot again, whole
+            uffd.register(proc.fd, a.start, a.length)
+        proc.agent = Agent.plant(inj, scratch)
         if proc.agent is None:
             raise OSError("no agent")
     except BaseException as err:

@@ -202,6 +202,14 @@ def _fork_snapshot(inj: Injector, s: int) -> int:
         pt.set_options(inj.tid, freeze.SEIZE_OPTIONS)
 
 
+def _discard_snapshot(inj: Injector, snap: int) -> None:
+    """Kill a snapshot while its process is stopped, and have the process reap it."""
+    vsnap = _ns_ids(snap)[0]
+    os.kill(snap, 9)
+    os.waitpid(snap, lx.WALL)  # as its tracer; hands the zombie to its parent
+    inj.call("wait4", vsnap, 0, lx.WALL, 0, check=False)
+
+
 def drop_snapshots(ctx: DumpContext, tree: freeze.FrozenTree) -> None:
     """Kill the snapshots, then have each process reap its own and unmap what the
     copy-on-write copy left in it (its agent's area: a brief second stop)."""
@@ -258,9 +266,13 @@ def _snapshot(ctx: DumpContext, pid: int, leader: Injector, s: int, maps) -> Non
         if not any(("dc" in e.vmflags or "wf" in e.vmflags) and e.start not in moved for e in maps):
             snap = _fork_snapshot(leader, s)
         if snap:
-            ctx.snapshots[pid] = snap
-            if proc and not cow.arm(leader, proc, s):  # moved back if it cannot be armed
+            if proc and not cow.arm(leader, proc, s):
+                # the areas are back; the snapshot was forked without them: fork it again
                 proc = None
+                _discard_snapshot(leader, snap)
+                snap = _fork_snapshot(leader, s)
+            if snap:
+                ctx.snapshots[pid] = snap
         elif proc:
             cow.move_back_injected(leader, proc)
             proc = None
