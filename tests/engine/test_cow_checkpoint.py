@@ -276,3 +276,31 @@ def test_cow_agent_failure_keeps_the_process_whole(compile_c, procs, tmp_path: P
     assert len(sums) == 1, sums
     if failure == "refused":
         restore_same_memsum(procs, tmp_path / "img", p.pid, out)
+
+
+def test_torpor_killed_during_the_copy(compile_c, procs, tmp_path: Path) -> None:
+    """torpor SIGKILLed while the copy runs: the agent's will puts back every block still in
+    the shadow and closes the userfaultfd, so the process runs on with all its memory (no
+    thread left waiting on a fault nobody serves), and the snapshot dies with torpor."""
+    out = tmp_path / "out"
+    pid, addr, size = _start(procs, compile_c, out, 1024)
+    ck = _checkpoint_bg(pid, tmp_path / "img")
+    try:
+        # the copy runs once the tree is let go (torpor killed while it still holds the tree
+        # stopped, mid-injection, is another matter: not this test's)
+        wait_until(lambda: _shadow(pid, addr, size) and status(pid)["TracerPid"] == "0", 30,
+                   "the copy to start")
+        ck.kill()
+    finally:
+        ck.communicate()
+    wait_until(lambda: not _shadow(pid, addr, size), 10, "the agent to give the shadow back")
+    wait_until(lambda: sorted(os.listdir(f"/proc/{pid}/task")) == [str(pid)], 10, "the agent to end")
+
+    def snapshot_dead() -> bool:  # a zombie at most (exit_signal 0: the process never reaps it)
+        kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        return all(open(f"/proc/{k}/stat").read().rsplit(")", 1)[1].split()[0] == "Z" for k in kids)
+
+    wait_until(snapshot_dead, 10, "the snapshot to die")
+    assert_running_untraced(pid)
+    _verify(out, pid)  # every page, as it was
+    assert not (tmp_path / "img" / "manifest.json").exists()

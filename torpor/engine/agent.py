@@ -35,15 +35,37 @@ The loop, hand-assembled (x86-64); r12 = command fd, r13 = reply fd, r14 = data 
            ba 30 00 00 00        mov   edx, 48
            0f 05                 syscall
            eb b5                 jmp   loop
-    done:  b8 3c 00 00 00        mov   eax, 60             ; exit: this thread only
+    done:  49 8d 9e 00 01 00 00  lea   rbx, [r14+256]      ; the will: entries of 7
+           4d 8b a6 f8 00 00 00  mov   r12, [r14+248]      ;   quadwords, r12 of them
+    will:  4d 85 e4              test  r12, r12
+           74 37                 je    bye
+           41 bd e8 03 00 00     mov   r13d, 1000          ; tries on EAGAIN
+    again: 48 8b 03              mov   rax, [rbx]
+           48 8b 7b 08           mov   rdi, [rbx+8]
+           48 8b 73 10           mov   rsi, [rbx+16]
+           48 8b 53 18           mov   rdx, [rbx+24]
+           4c 8b 53 20           mov   r10, [rbx+32]
+           4c 8b 43 28           mov   r8,  [rbx+40]
+           4c 8b 4b 30           mov   r9,  [rbx+48]
+           0f 05                 syscall
+           48 83 f8 f5           cmp   rax, -11            ; EAGAIN: once more
+           75 05                 jne   next
+           41 ff cd              dec   r13d
+           75 d8                 jne   again
+    next:  48 83 c3 38           add   rbx, 56
+           49 ff cc              dec   r12
+           eb c4                 jmp   will
+    bye:   b8 3c 00 00 00        mov   eax, 60             ; exit: this thread only
            31 ff                 xor   edi, edi
            0f 05                 syscall
 
 A command is one 104-byte pipe write (atomic): number, six arguments, a result slot, and 40
 bytes of payload at data + 64, where arguments may point. The reply is 48 bytes: the result
 and the payload as the call left it. End of file or an error on the command pipe ends the
-thread. The area is unmapped by the caller once the thread is gone (a thread cannot unmap
-the code it runs).
+thread, after its will: calls left at data + 256 (their count at data + 248), run when torpor
+dies before it has stopped the agent (then nobody else could put the task's memory back).
+The area is unmapped by the caller once the thread is gone (a thread cannot unmap the code
+it runs).
 """
 
 from __future__ import annotations
@@ -61,11 +83,18 @@ CODE = bytes.fromhex(
     "31c0" "4489e7" "4c89f6" "ba68000000" "0f05" "4883f868" "7536"
     "498b06" "498b7e08" "498b7610" "498b5618" "4d8b5620" "4d8b4628" "4d8b4e30" "0f05"
     "49894638" "b801000000" "4489ef" "498d7638" "ba30000000" "0f05" "ebb5"
+    "498d9e00010000" "4d8ba6f8000000" "4d85e4" "7437" "41bde8030000"
+    "488b03" "488b7b08" "488b7310" "488b5318" "4c8b5320" "4c8b4328" "4c8b4b30" "0f05"
+    "4883f8f5" "7505" "41ffcd" "75d8" "4883c338" "49ffcc" "ebc4"
     "b83c000000" "31ff" "0f05"
 )
 RECORD = struct.Struct("<8Q40s")  # nr, 6 args, result slot, payload
 REPLY = struct.Struct("<q40s")
 PAYLOAD_OFF = 64
+WILL_COUNT_OFF, WILL_OFF = 248, 256  # in the data page
+WILL_ENTRY = struct.Struct("<7Q")  # nr, 6 arguments
+WILL_DATA_OFF = 2048  # what the will's calls point at
+WILL_MAX = (WILL_DATA_OFF - WILL_OFF) // WILL_ENTRY.size
 AREA_SIZE = 2 * lx.PAGE_SIZE
 THREAD_FLAGS = (lx.CLONE_VM | lx.CLONE_FS | lx.CLONE_FILES | lx.CLONE_SIGHAND | lx.CLONE_THREAD
                 | lx.CLONE_SYSVSEM)
@@ -88,6 +117,7 @@ class Agent:
         self.data = area + lx.PAGE_SIZE
         self.payload = self.data + PAYLOAD_OFF
         self.alive = True
+        self._mem_fd = -1
 
     @classmethod
     def plant(cls, inj, scratch: int) -> Agent | None:
@@ -148,12 +178,38 @@ class Agent:
         res, back = REPLY.unpack(reply)
         return res, back
 
+    def set_will(self, calls: list[tuple[str, int, ...]], data: bytes = b"") -> None:
+        """The calls the thread makes if torpor dies before stop() (they may point at DATA,
+        placed at will_data). An EAGAIN is retried, up to 1000 times."""
+        if len(calls) > WILL_MAX or len(data) > lx.PAGE_SIZE - WILL_DATA_OFF:
+            raise ValueError("the agent's will does not fit its page")
+        table = b"".join(WILL_ENTRY.pack(lx.NR[name], *[a & ((1 << 64) - 1) for a in args],
+                                         *[0] * (6 - len(args))) for name, *args in calls)
+        self.clear_will()  # no half-written will is ever in force
+        self._poke(self.data + WILL_OFF, table + bytes(WILL_DATA_OFF - WILL_OFF - len(table)) + data)
+        self._poke(self.data + WILL_COUNT_OFF, struct.pack("<Q", len(calls)))
+
+    @property
+    def will_data(self) -> int:
+        return self.data + WILL_DATA_OFF
+
+    def clear_will(self) -> None:
+        self._poke(self.data + WILL_COUNT_OFF, bytes(8))
+
+    def _poke(self, addr: int, data: bytes) -> None:
+        """Write into the agent's page while the task runs (the thread reads it only after
+        its command pipe ends)."""
+        if self._mem_fd < 0:
+            self._mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+        os.pwrite(self._mem_fd, data, addr)
+
     def stop(self, timeout: float = 5.0) -> bool:
         """Close the task's pipe ends from inside (the thread then reads EBADF and exits) and
         wait for the thread to be gone. True when it is: only then may its area be unmapped."""
         if self.alive:
             cmd_r, reply_w = self.task_fds
             try:
+                self.clear_will()
                 os.write(self.cmd_w, RECORD.pack(lx.NR["close"], reply_w, 0, 0, 0, 0, 0, 0, b""))
                 os.write(self.cmd_w, RECORD.pack(lx.NR["close"], cmd_r, 0, 0, 0, 0, 0, 0, b""))
             except OSError:
@@ -161,6 +217,9 @@ class Agent:
             self.alive = False
         os.close(self.cmd_w)
         os.close(self.reply_r)
+        if self._mem_fd >= 0:
+            os.close(self._mem_fd)
+            self._mem_fd = -1
         return _wait_thread_gone(self.pid, self.tid, timeout)
 
 

@@ -46,7 +46,7 @@ from collections import deque
 import msgspec
 
 from torpor.engine.agent import AREA_SIZE as AGENT_AREA_SIZE
-from torpor.engine.agent import Agent, steal_fd
+from torpor.engine.agent import WILL_MAX, Agent, steal_fd
 from torpor.engine.lazy import Space
 from torpor.engine.linux import sys as lx
 from torpor.engine.linux import uffd, vm
@@ -55,6 +55,7 @@ from torpor.engine.linux.sys import PAGE_SIZE
 from torpor.errors import TorporError
 
 BLOCK = 2 << 20  # the unit of save-and-move-back (a PMD: the kernel moves it whole)
+MAX_AREAS = 8  # per process: the agent's will (engine/agent.py) ends with a call for each
 MIN_PRESENT = 1 << 20  # areas with less than this in pages stay in the fork snapshot
 # VmFlags that keep an area in the snapshot: locked, already registered with a userfaultfd,
 # stack, hugetlb, pfn/io/mixed maps, shadow stack
@@ -170,7 +171,8 @@ def candidates(maps) -> list[Area]:
                 or e.rss < MIN_PRESENT or e.rss_shared):
             continue
         out.append(Area(e.start, e.end, "dc" in e.vmflags, []))
-    return out
+    # the largest ones, as many as the agent's will can give back (the others: the snapshot)
+    return sorted(out, key=lambda a: a.length, reverse=True)[:MAX_AREAS]
 
 
 def move_out(inj, pid: int, areas: list[Area]) -> Proc | None:
@@ -218,6 +220,8 @@ def arm(inj, proc: Proc, scratch: int) -> bool:
         proc.agent = Agent.plant(inj, scratch)
         if proc.agent is None:
             raise OSError("no agent")
+        proc.task_fd = task_fd
+        set_will(proc, [[a.start, a.length, a.shadow] for a in proc.areas])
     except BaseException as err:
         # both ends closed first: the kernel unregisters the ranges, and the mremap back
         # then sends no UNMAP event that nobody would read (the task would wait forever)
@@ -229,8 +233,26 @@ def arm(inj, proc: Proc, scratch: int) -> bool:
         if not isinstance(err, OSError):
             raise
         return False
-    proc.task_fd = task_fd
     return True
+
+
+def set_will(proc: Proc, pending: list[list[int]]) -> None:
+    """What proc's agent does should torpor die now: move the PENDING runs [old address,
+    length, shadow address] back, unmap the shadows, close the task's userfaultfd (which
+    wakes every thread waiting on a fault). Too scattered to fit, there is no will: then
+    faults wait instead of finding zeros where pages were not given back."""
+    agent = proc.agent
+    tail = [("munmap", a.shadow, a.length) for a in proc.areas] + [("close", proc.task_fd)]
+    if len(pending) + len(tail) > WILL_MAX:
+        calls, data = [], b""
+    else:
+        calls = [("ioctl", proc.task_fd, uffd.UFFDIO_MOVE, agent.will_data + i * uffd.MOVE_SIZE)
+                 for i in range(len(pending))] + tail
+        data = b"".join(uffd.move_args(va, src, ln) for va, ln, src in pending)
+    try:
+        agent.set_will(calls, data)
+    except OSError:
+        pass  # the process is gone
 
 
 def move_back_injected(inj, proc: Proc, areas: list[Area] | None = None) -> None:
@@ -396,6 +418,7 @@ class Copier:
                 todo.append(("close", proc.task_fd))
             if agent is not None:
                 try:
+                    agent.clear_will()  # nothing to give back any more
                     while todo:
                         agent.call(*todo[0])
                         todo.pop(0)
@@ -541,7 +564,12 @@ class Copier:
         while True:
             retry = False
             for space in [s for s in self.spaces.values() if s.owner is proc]:
-                for va, ln, src in space.take_src(bs, be):
+                taken = space.take_src(bs, be)
+                if space.mover and proc.agent is not None and proc.agent.alive:
+                    # should torpor die from here on: the runs being moved go first in the will,
+                    # each on its own (one already moved fails alone with EEXIST), then the rest
+                    set_will(proc, [[va, ln, src] for va, ln, src in taken] + space.runs)
+                for va, ln, src in taken:
                     rest = self._put(space, va, ln, src, a, pieces, lo, base)
                     if rest is not None:
                         space.put_back(*rest)

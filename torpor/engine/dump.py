@@ -197,6 +197,9 @@ def _fork_snapshot(inj: Injector, s: int) -> int:
                      if ev in (pt.EVENT_CLONE, pt.EVENT_FORK, pt.EVENT_VFORK)), 0)
         if snap:
             freeze.wait_new_stop(snap)
+            # should torpor die, the snapshot dies too: let go, it would run on as a second
+            # copy of the application (the process itself is never traced with EXITKILL)
+            pt.set_options(snap, freeze.SEIZE_OPTIONS | pt.O_EXITKILL)
         return snap
     finally:
         pt.set_options(inj.tid, freeze.SEIZE_OPTIONS)

@@ -68,6 +68,7 @@ def zeropage(fd: int, start: int, length: int) -> None:
 
 
 _MOVE = struct.Struct("<QQQQq")  # struct uffdio_move: dst, src, len, mode, move (result)
+MOVE_SIZE = _MOVE.size
 
 
 def move_args(dst: int, src: int, length: int, mode: int = MOVE_MODE_ALLOW_SRC_HOLES) -> bytes:
