@@ -23,7 +23,9 @@ and unmaps the agent's two pages.
 
 Failure must never cost the application its memory: if saving fails, every block is still
 moved back (or copied back, when UFFDIO_MOVE refuses a page) and only then is the error
-raised. An area whose mremap fails (ENOMEM: overcommit, RLIMIT_AS), a process where
+raised. Should torpor itself die (SIGKILL, OOM) during the copy, the agent's will, kept up to
+date before each block moves, puts back every block still in the shadows and closes the
+userfaultfd; the snapshot dies with torpor. An area whose mremap fails (ENOMEM: overcommit, RLIMIT_AS), a process where
 userfaultfd(2) is refused, areas already registered with a userfaultfd (the --track-mem
 tracker), locked, read-only or holding pages shared with another process keep the fork
 snapshot.
