@@ -39,9 +39,9 @@ class Log:
         msg = fmt % args if args else fmt
         now = time.time()
         if self.json:
-            import json
+            from torpor import jsonlite
 
-            line = json.dumps({"level": _NAMES[level], "msg": msg,
+            line = jsonlite.dumps({"level": _NAMES[level], "msg": msg,
                                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))})
         else:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))

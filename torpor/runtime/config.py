@@ -6,9 +6,9 @@ accepted with a logged warning (listed in docs/runtime.md). Nothing is silently 
 
 from __future__ import annotations
 
-import json
 import os
 
+from torpor import jsonlite
 from torpor.errors import TorporError
 from torpor.log import log
 from torpor.records import factory, record
@@ -133,12 +133,12 @@ class Config:
 
 def _type(value: Any, kind: type | tuple[type, ...], where: str) -> Any:
     if kind is int and isinstance(value, bool):
-        raise ConfigError(f"config.json: {where} must be an integer, not {json.dumps(value)}")
+        raise ConfigError(f"config.json: {where} must be an integer, not {jsonlite.dumps(value)}")
     if not isinstance(value, kind):
         names = {str: "a string", int: "an integer", bool: "a boolean", list: "an array",
                  dict: "an object"}
         want = names.get(kind, str(kind)) if isinstance(kind, type) else "a number"
-        raise ConfigError(f"config.json: {where} must be {want}, not {json.dumps(value)[:40]}")
+        raise ConfigError(f"config.json: {where} must be {want}, not {jsonlite.dumps(value)[:40]}")
     return value
 
 
@@ -165,6 +165,14 @@ def load_bundle_config(bundle: str) -> dict[str, Any]:
 
 
 def parse_json(data: bytes | str, what: str) -> Any:
+    try:
+        return jsonlite.loads(data)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}: not UTF-8 text") from None
+    except ValueError:
+        pass  # json says where (it imports re: only on this path)
+    import json
+
     try:
         return json.loads(data)
     except json.JSONDecodeError as err:

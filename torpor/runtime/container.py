@@ -8,7 +8,6 @@ rootfs) are imported only by the operations that need them.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 from torpor.errors import InvalidState, NotFound, TorporError
@@ -30,8 +29,14 @@ NS_PROC = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": 
            "cgroup": "cgroup", "user": "user", "time": "time"}
 
 
+# not SIGKILL: the signal module builds enums on import (~4 ms of every command)
+SIGKILL = 9
+
+
 def parse_signal(text: str) -> int:
     """KILL, SIGKILL, kill, 9 -> 9."""
+    import signal
+
     t = text.strip()
     if t.isdigit():
         n = int(t)
@@ -294,7 +299,7 @@ class Container:
         except BaseException:
             if pid:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, SIGKILL)
                 except OSError:
                     pass
             try:
@@ -378,7 +383,7 @@ class Container:
                 self.cgroup.signal_all(sig)
             else:
                 self._signal_init(sig)
-            if st == PAUSED and sig == signal.SIGKILL:
+            if st == PAUSED and sig == SIGKILL:
                 self.cgroup.thaw()
 
     def _signal_init(self, sig: int) -> None:
@@ -442,7 +447,7 @@ class Container:
             cg = self.cgroup
             if self.init_alive():
                 try:
-                    os.kill(self.rec.pid, signal.SIGKILL)
+                    os.kill(self.rec.pid, SIGKILL)
                 except OSError:
                     pass
                 if st == PAUSED:
@@ -552,6 +557,8 @@ def exit_code(status: int) -> int:
 
 def wait_forwarding(pid: int) -> int:
     """Wait for our (reparented) child pid, forwarding terminal signals to it; reap others."""
+    import signal
+
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
                  signal.SIGUSR2, signal.SIGWINCH)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 def main(argv: list[str], g) -> int:
-    import json
     import sys
 
+    from torpor import jsonlite
     from torpor.cli.args import Parser
 
     p = Parser("list", "List containers.")
@@ -22,7 +22,7 @@ def main(argv: list[str], g) -> int:
         return 0
     states = [c.oci_state() for c in cs]
     if a.format == "json":
-        sys.stdout.write(json.dumps(states) + "\n")
+        sys.stdout.write(jsonlite.dumps(states) + "\n")
         return 0
     rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
     rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])

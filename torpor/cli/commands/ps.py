@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 def main(argv: list[str], g) -> int:
-    import json
     import sys
 
+    from torpor import jsonlite
     from torpor.cli.args import Parser
 
     p = Parser("ps", "List the processes of a container.")
@@ -20,7 +20,7 @@ def main(argv: list[str], g) -> int:
     c = Container.load(g.root, a.id)
     pids = c.processes()
     if a.format == "json":
-        sys.stdout.write(json.dumps(pids) + "\n")
+        sys.stdout.write(jsonlite.dumps(pids) + "\n")
         return 0
     print(f"{'UID':>6} {'PID':>8} {'PPID':>8} S CMD")
     for pid in pids:

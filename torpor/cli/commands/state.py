@@ -1,11 +1,12 @@
-"""torpor state: the OCI state JSON of a container (fast path: json + os only)."""
+"""torpor state: the OCI state JSON of a container (fast path: torpor.jsonlite + os only)."""
 
 from __future__ import annotations
 
 
 def main(argv: list[str], g) -> int:
-    import json
     import sys
+
+    from torpor import jsonlite
 
     if len(argv) != 1 or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
@@ -16,5 +17,5 @@ def main(argv: list[str], g) -> int:
     from torpor.runtime.container import Container
 
     c = Container.load(g.root, argv[0])
-    sys.stdout.write(json.dumps(c.oci_state(), indent=2) + "\n")
+    sys.stdout.write(jsonlite.dumps(c.oci_state(), indent=2) + "\n")
     return 0
