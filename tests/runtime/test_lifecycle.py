@@ -61,6 +61,9 @@ def test_errors_are_one_line(rt, bundle):
         (("delete", "nosuch"), 'container "nosuch" does not exist'),
         (("kill", cid, "NOSIG"), "invalid signal 'NOSIG'"),
         (("state", "bad/id"), "invalid container id"),
+        (("state", "id\n"), "invalid container id"),  # a regex's $ let this one through
+        (("state", "_x"), "invalid container id"),  # a letter or digit first
+        (("state", "a" * 1025), "invalid container id"),
     ]
     for args, msg in cases:
         r = rt(*args, check=False)
