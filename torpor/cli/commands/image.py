@@ -12,12 +12,10 @@ _KIND_NAMES = {"anon": "anon", "file": "file", "shmem": "shmem", "vdso": "[vdso]
 
 
 def _parser() -> Parser:
-    p = Parser("image", description="Inspect checkpoint images.")
-    sub = p.add_subparsers(dest="action", required=True)
-    show = sub.add_parser("show", help="print a summary of an image")
-    show.add_argument("path")
-    show.add_argument("--format", choices=["text", "json"], default="text")
-    show.add_argument("--verify", action="store_true", help="also verify every page checksum")
+    p = Parser("image show", description="Print a summary of a checkpoint image.")
+    p.add_argument("path")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--verify", action="store_true", help="also verify every page checksum")
     return p
 
 
@@ -26,7 +24,10 @@ def _prot(p: int) -> str:
 
 
 def main(argv: list[str], g) -> int:
-    args = _parser().parse_args(argv)
+    if not argv or argv[0] != "show":  # the one action: `torpor image show DIR`
+        sys.stderr.write("torpor: image: usage: torpor image show DIR [--format text|json] [--verify]\n")
+        return 2
+    args = _parser().parse_args(argv[1:])
     from torpor.image.schema import OpenFile, PipeFile, TreeImage
     from torpor.image.show import describe, format_size
     from torpor.image.store import ImageReader
