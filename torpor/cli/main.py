@@ -150,7 +150,7 @@ def entry() -> None:
     sys.modules.setdefault("typing_extensions", None)  # type: ignore[arg-type]
     try:
         code = main()
-    except SystemExit as stop:  # argparse's exits, --help
+    except SystemExit as stop:  # the option parser's exits, --help
         code = stop.code
     if code is not None and not isinstance(code, int):
         sys.stderr.write(f"{code}\n")
