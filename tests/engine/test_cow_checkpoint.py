@@ -304,3 +304,38 @@ def test_torpor_killed_during_the_copy(compile_c, procs, tmp_path: Path) -> None
     assert_running_untraced(pid)
     _verify(out, pid)  # every page, as it was
     assert not (tmp_path / "img" / "manifest.json").exists()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]
+
+
+def test_cow_tree_of_two_programs(compile_c, procs, tmp_path: Path) -> None:
+    """A shell with two memsum children: each child gets its own agent and userfaultfd, the
+    blocks of both move back, and the restored tree computes the same sums."""
+    from torpor.engine.dump import checkpoint as engine_checkpoint
+
+    memsum = compile_c("memsum")
+    outs = [tmp_path / "o1", tmp_path / "o2"]
+    p = procs.start(["/bin/sh", "-c", f'"{memsum}" "{outs[0]}" 48 & "{memsum}" "{outs[1]}" 48 & wait'])
+    for out in outs:
+        wait_for_lines(out, 1, timeout=30)
+    kids = wait_until(lambda: len(_children(p.pid)) == 2 and _children(p.pid), 10, "two children")
+    for k in kids:
+        procs.adopt(k)
+    res = engine_checkpoint(p.pid, str(tmp_path / "img"), leave_running=True)
+    assert res.processes == 3 and res.cow_blocks >= 48 and res.cow_copied_back == 0, res
+    for out in outs:
+        wait_for_lines(out, len(read_lines(out)) + 1, timeout=30)
+    for k in kids:
+        procs.kill(k)
+    procs.kill(p.pid)
+    pid = restore(tmp_path / "img", procs)
+    assert pid == p.pid
+    for k in _children(pid):
+        procs.adopt(k)
+    for out in outs:
+        wait_for_lines(out, len(read_lines(out)) + 2, timeout=60)
+        sums = {ln.split("sum=")[1] for ln in read_lines(out) if "sum=" in ln}
+        assert len(sums) == 1, (out.name, sums)
