@@ -53,6 +53,7 @@ from torpor.engine.lazy import Space
 from torpor.engine.linux import sys as lx
 from torpor.engine.linux import uffd, vm
 from torpor.engine.linux.pagemap import PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PageMap
+from torpor.engine.linux.procfs import read_maps
 from torpor.engine.linux.sys import PAGE_SIZE
 from torpor.errors import TorporError
 
@@ -175,6 +176,105 @@ def candidates(maps) -> list[Area]:
         out.append(Area(e.start, e.end, "dc" in e.vmflags, []))
     # the largest ones, as many as the agent's will can give back (the others: the snapshot)
     return sorted(out, key=lambda a: a.length, reverse=True)[:MAX_AREAS]
+
+
+PREREAD_MIN = 32 << 20  # processes with less resident are read exactly while frozen (cheap)
+# VmFlags the snapshot cannot be trusted to show as its process has them: fork clears the
+# lock flags, and a userfaultfd's flags unless it asked for fork events
+UNINHERITED = {"lo", "lf", "um", "uw", "ui"}
+UFFD_LINK = "anon_inode:[userfaultfd]"
+
+
+def preread(root: int) -> dict[int, list]:
+    """Before the freeze: the smaps of root and of its descendants holding at least
+    PREREAD_MIN. Reading smaps walks every page table entry (~20 ms at 2 GiB), so it is not
+    done while the process is stopped: there /proc/PID/maps (no walk) is read instead, the
+    areas to move out are chosen from this earlier reading of the same lines, and every
+    area's flags are then taken from the snapshot's smaps (confirm), which holds none of
+    the moved-out pages. Processes missing here are read whole while frozen."""
+    out: dict[int, list] = {}
+    todo, seen = [root], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                resident = int(f.read().split()[1]) * PAGE_SIZE
+            if resident >= PREREAD_MIN:
+                out[pid] = read_maps(pid)
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    todo.extend(int(x) for x in f.read().split())
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return out
+
+
+def _line(e) -> tuple:
+    return (e.start, e.end, e.perms, e.pgoff, e.dev, e.inode, e.path)
+
+
+def adopt(maps, pre) -> None:
+    """Frozen, from /proc/PID/maps (no flags): each area whose line is unchanged since the
+    pre-read takes its flags and resident sizes from it, tentatively (they choose the
+    candidates; confirm() replaces the flags with the snapshot's)."""
+    by_line = {_line(e): e for e in pre}
+    for e in maps:
+        p = by_line.get(_line(e))
+        if p is not None:
+            e.vmflags, e.rss, e.rss_shared = set(p.vmflags), p.rss, p.rss_shared
+
+
+def fast_ok(status: dict, fdlist, pre) -> bool:
+    """Whether the snapshot's smaps can stand for the process's: nothing locked (fork
+    clears the lock flags), no userfaultfd in the process or registered (fork may clear
+    their flags)."""
+    try:
+        if int(status.get("VmLck", "0").split()[0]) != 0:
+            return False
+    except ValueError:
+        return False
+    if any(link == UFFD_LINK for _, link, _ in fdlist):
+        return False
+    return not any(e.vmflags & UNINHERITED for e in pre)
+
+
+def confirm(maps, child_maps, proc: Proc | None) -> bool:
+    """Frozen, the snapshot forked: every area of the process must be in the snapshot with
+    the same line (one missing is DONTFORK: the snapshot lacks its pages; or merged with the
+    scratch area), none WIPEONFORK (the snapshot has zeros there) nor with flags fork does
+    not copy; a moved-out area must have the flags it was chosen with (mremap DONTUNMAP
+    clears "ac" on the range left behind). Then maps take the snapshot's flags: they are the
+    process's, read with none of the moved-out pages to walk. False: the caller undoes the
+    move and reads the process's smaps."""
+    by_line = {_line(c): c for c in child_maps}
+    moved = {a.start for a in proc.areas} if proc else set()
+    flags = []
+    for e in maps:
+        c = by_line.get(_line(e))
+        if c is None or "wf" in c.vmflags or c.vmflags & UNINHERITED:
+            return False
+        if e.start in moved and c.vmflags - {"ac"} != e.vmflags - {"ac"}:
+            return False
+        flags.append(c.vmflags)
+    for e, f in zip(maps, flags, strict=True):
+        if e.start not in moved:
+            e.vmflags = f
+    return True
+
+
+def refresh(maps, pid: int) -> None:
+    """Exact flags and resident sizes for maps (read without them) from the process's smaps,
+    now; an area merged with the scratch area mapped since takes the merged area's."""
+    fresh = read_maps(pid)
+    starts = [f.start for f in fresh]
+    for e in maps:
+        i = bisect.bisect_right(starts, e.start) - 1
+        if i >= 0 and e.start < fresh[i].end:
+            f = fresh[i]
+            e.vmflags, e.rss, e.rss_shared = f.vmflags, f.rss, f.rss_shared
 
 
 def move_out(inj, pid: int, areas: list[Area]) -> Proc | None:

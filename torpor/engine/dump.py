@@ -41,6 +41,7 @@ from torpor.image.schema import (
     TreeImage,
 )
 from torpor.image.store import ImageWriter
+from torpor.log import log
 
 if TYPE_CHECKING:
     from torpor.engine import cow  # imported where the copy-on-write path is taken
@@ -96,6 +97,7 @@ class DumpContext(msgspec.Struct, dict=True):
     snapshot: bool = False  # --leave-running: read memory from a forked snapshot, unfrozen
     snapshots: dict = msgspec.field(default_factory=dict)  # host pid -> snapshot pid
     cow: cow.Copier | None = None  # --leave-running: large areas moved out, copied unfrozen
+    premaps: dict = msgspec.field(default_factory=dict)  # host pid -> smaps read before the freeze
     file_locks: bool = False  # --file-locks: save held file locks (else refuse them)
     tracking: Tracking | None = None  # --track-mem / --parent-path
     dirty: dict = msgspec.field(default_factory=dict)  # host pid -> {area start: written ranges}
@@ -251,14 +253,25 @@ def drop_snapshots(ctx: DumpContext, tree: freeze.FrozenTree) -> None:
     ctx.snapshots.clear()
 
 
-def _snapshot(ctx: DumpContext, pid: int, leader: Injector, s: int, maps) -> None:
+def _snapshot(ctx: DumpContext, pid: int, leader: Injector, s: int, maps, status: dict,
+              fdlist) -> None:
     """Fork the snapshot; large anonymous areas are first moved out of the way (engine/cow.py)
-    so that the fork does not copy their page tables."""
+    so that the fork does not copy their page tables. maps were read without their flags
+    where the process was pre-read (ctx.premaps): the flags then come from the snapshot, or
+    from the process's smaps read here when the snapshot cannot stand for it."""
     from torpor.engine import cow
 
+    pre = ctx.premaps.get(pid)
+    if pre is not None:
+        if (ctx.cow is not None and status.get("Seccomp", "0").strip() == "0"
+                and cow.fast_ok(status, fdlist, pre) and _snapshot_fast(ctx, pid, leader, s, maps)):
+            return
+        t = time.monotonic()
+        cow.refresh(maps, pid)
+        log.debug("process %d: smaps read while frozen (%.1f ms)", pid, (time.monotonic() - t) * 1000)
     proc = None
     # a seccomp filter might kill the process for a syscall the fork snapshot does not need
-    if ctx.cow is not None and read_status(pid).get("Seccomp", "0").strip() == "0":
+    if ctx.cow is not None and status.get("Seccomp", "0").strip() == "0":
         areas = cow.candidates(maps)
         if areas:
             proc = cow.move_out(leader, pid, areas)
@@ -285,6 +298,49 @@ def _snapshot(ctx: DumpContext, pid: int, leader: Injector, s: int, maps) -> Non
         raise
     if proc and proc.areas:
         ctx.cow.add(proc)
+
+
+def _snapshot_fast(ctx: DumpContext, pid: int, leader: Injector, s: int, maps) -> bool:
+    """_snapshot without the process's smaps (engine/cow.py preread): move the candidates
+    chosen from the pre-read out, fork, and take every area's flags from the snapshot's
+    smaps (cow.confirm). False, with everything undone, where the snapshot cannot stand for
+    the process (a DONTFORK or WIPEONFORK area, a line changed) or cannot be forked."""
+    from torpor.engine import cow
+
+    t = time.monotonic()
+    areas = cow.candidates(maps)
+    proc = cow.move_out(leader, pid, areas) if areas else None
+    snap = 0
+    try:
+        snap = _fork_snapshot(leader, s)
+        if not snap or not cow.confirm(maps, read_maps(snap), proc):
+            log.debug("process %d: the snapshot cannot stand for it (%s)", pid,
+                      "no snapshot" if not snap else "areas differ")
+            if snap:
+                _discard_snapshot(leader, snap)
+                snap = 0
+            if proc:
+                cow.move_back_injected(leader, proc)
+            return False
+        if proc and not cow.arm(leader, proc, s):
+            # the areas are back; the snapshot was forked without them: fork it again
+            proc = None
+            _discard_snapshot(leader, snap)
+            snap = _fork_snapshot(leader, s)  # 0: the memory is read while frozen
+        if snap:
+            ctx.snapshots[pid] = snap
+            snap = 0
+    except BaseException:
+        if snap:
+            _discard_snapshot(leader, snap)
+        if proc and proc.areas:
+            cow.move_back_injected(leader, proc)
+        raise
+    if proc and proc.areas:
+        ctx.cow.add(proc)
+    log.debug("process %d: %d area(s) moved out, snapshot forked (%.1f ms)", pid,
+              len(proc.areas) if proc else 0, (time.monotonic() - t) * 1000)
+    return True
 
 
 def _cow_pages(ctx: DumpContext, pid: int, vmas: list) -> None:
@@ -336,7 +392,14 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
     ctx.pid = pid
     ctx.mem_fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
     try:
-        maps = read_maps(pid)  # before the scratch area exists
+        # before the scratch area exists; without flags (no page table walk) where the
+        # process was pre-read: _snapshot completes them
+        pre = ctx.premaps.get(pid)
+        maps = read_maps(pid, with_flags=pre is None)
+        if pre is not None:
+            from torpor.engine import cow as cow_mod
+
+            cow_mod.adopt(maps, pre)
         stat = read_stat(pid)
         status = read_status(pid)
         threads: list[Thread] = []
@@ -398,7 +461,9 @@ def dump_process(ctx: DumpContext, pid: int, tids: list[int],
                 ctx.tracking.injector = leader
                 ctx.tracking.new_trackers[pid] = tracking.start(leader, pid, tracking.areas_of_maps(maps))
             if ctx.snapshot:
-                _snapshot(ctx, pid, leader, s, maps)
+                _snapshot(ctx, pid, leader, s, maps, status, fdlist)
+            elif pre is not None:
+                cow_mod.refresh(maps, pid)
         finally:
             if scratch is not None:
                 scratch.unmap()
@@ -487,7 +552,13 @@ def checkpoint_tree(
     ctx = None
     released = False
     t_thawed = 0.0
+    premaps: dict = {}
     try:
+        if leave_running and not compress and not (track_mem or parent_path):
+            from torpor.engine import cow  # imported only here: threads, queue, uffd (~5 ms)
+
+            if cow.enabled():
+                premaps = cow.preread(root_pid)  # smaps walk every page: not while frozen
         tree = freeze.seize_tree(root_pid, freezer)
         t_frozen = time.monotonic()
         live = [p for p in tree.order if p not in tree.zombies]
@@ -498,11 +569,9 @@ def checkpoint_tree(
         # (it could not even die in a frozen cgroup), its memory is read as it stands
         ctx = DumpContext(writer, external=external, tree_mode=True, keep_sharing=leave_running,
                           snapshot=leave_running and not tree.was_frozen, file_locks=file_locks)
-        if ctx.snapshot and not compress and not (track_mem or parent_path):
-            from torpor.engine import cow  # imported only here: threads, queue, uffd (~5 ms)
-
-            if cow.enabled():
-                ctx.cow = cow.Copier(ctx.pages)
+        if ctx.snapshot and not compress and not (track_mem or parent_path) and cow.enabled():
+            ctx.cow = cow.Copier(ctx.pages)
+            ctx.premaps = premaps
         vpid_of = {p: _ns_ids(p)[0] for p in tree.order}
         if track_mem or parent_path:
             ctx.tracking = Tracking(arm=track_mem, vpid=vpid_of)
