@@ -42,6 +42,7 @@ import mmap
 import os
 import queue
 import select
+import sys
 import threading
 from collections import deque
 
@@ -63,7 +64,9 @@ MIN_PRESENT = 1 << 20  # areas with less than this in pages stay in the fork sna
 # VmFlags that keep an area in the snapshot: locked, already registered with a userfaultfd,
 # stack, hugetlb, pfn/io/mixed maps, shadow stack
 EXCLUDED_FLAGS = {"lo", "um", "uw", "ui", "gd", "ht", "pf", "io", "mm", "ss"}
-BUFFERS = 8
+SWITCH_INTERVAL = 0.0002  # s, while the copier thread runs
+BUFFERS = 8  # blocks read and not yet written, for the sweep
+FAULT_BUFFERS = 24  # more, for blocks a fault needs while the sweep's wait on the writer
 
 
 def enabled() -> bool:
@@ -75,46 +78,53 @@ class CowError(TorporError):
 
 
 class Area(msgspec.Struct):
-    """One area moved out to a shadow: present pages (old addresses) and where they go in
-    the page file (consecutive, in address order, from `offset`)."""
+    """One area moved out to a shadow. Its present pages are found block by block, when the
+    block is saved (a scan of the whole shadow first would keep the process's first fault
+    waiting ~10 ns a page), and placed in the page file in the order blocks are saved, in
+    space reserved for the area's resident size (more is reserved if that runs out)."""
 
     start: int
     end: int
     dontfork: bool
-    present: list[tuple[int, int]]  # (addr, length)
+    resident: int = 0  # bytes, from smaps: the first reservation
     shadow: int = 0
-    offset: int = 0
-    _starts: list[int] = msgspec.field(default_factory=list)
-    _offs: list[int] = msgspec.field(default_factory=list)
+    room: list[list[int]] = msgspec.field(default_factory=list)  # [offset, length] reserved, unused
+    saved: dict[int, list[tuple[int, int, int]]] = msgspec.field(default_factory=dict)
 
     @property
     def length(self) -> int:
         return self.end - self.start
 
-    @property
-    def nbytes(self) -> int:
-        return sum(n for _, n in self.present)
-
-    def place(self, offset: int) -> None:
-        self.offset = offset
-        self._starts = [a for a, _ in self.present]
-        self._offs = []
-        for _, n in self.present:
-            self._offs.append(offset)
-            offset += n
+    def place(self, present: list[tuple[int, int]], reserve) -> list[tuple[int, int, int]]:
+        """Page file offsets for PRESENT runs (addr, length) of one block: (addr, length,
+        offset) pieces, split where the reserved room runs out."""
+        out = []
+        for addr, n in present:
+            while n > 0:
+                if not self.room:
+                    self.room.append([reserve(max(n, BLOCK)), max(n, BLOCK)])
+                r = self.room[0]
+                k = min(n, r[1])
+                if out and out[-1][0] + out[-1][1] == addr and out[-1][2] + out[-1][1] == r[0]:
+                    out[-1] = (out[-1][0], out[-1][1] + k, out[-1][2])
+                else:
+                    out.append((addr, k, r[0]))
+                r[0] += k
+                r[1] -= k
+                if not r[1]:
+                    self.room.pop(0)
+                addr += k
+                n -= k
+        return out
 
     def pieces(self, lo: int, hi: int) -> list[tuple[int, int, int]]:
-        """Present pages in old-range [lo, hi): (addr, length, file offset)."""
+        """Saved present pages in old-range [lo, hi): (addr, length, file offset)."""
         out = []
-        i = max(bisect.bisect_right(self._starts, lo) - 1, 0)
-        while i < len(self.present):
-            a, n = self.present[i]
-            if a >= hi:
-                break
+        for p in sorted(p for ps in self.saved.values() for p in ps):
+            a, n, off = p
             s, e = max(a, lo), min(a + n, hi)
             if s < e:
-                out.append((s, e - s, self._offs[i] + (s - a)))
-            i += 1
+                out.append((s, e - s, off + (s - a)))
         return out
 
 
@@ -124,6 +134,7 @@ class Proc(msgspec.Struct):
     areas: list[Area] = msgspec.field(default_factory=list)
     task_fd: int = -1  # the same userfaultfd, in the task (the agent's UFFDIO_MOVE uses it)
     agent: object = None  # engine/agent.py's Agent, planted in the task
+    pagemap: object = None  # a PageMap of the task, to find the shadows' present pages
     leftovers: list[tuple[int, int]] = msgspec.field(default_factory=list)  # to unmap, stopped
 
     def area_of_shadow(self, addr: int) -> Area | None:
@@ -173,7 +184,7 @@ def candidates(maps) -> list[Area]:
                 or (e.path and not e.path.startswith("[anon:"))
                 or e.rss < MIN_PRESENT or e.rss_shared):
             continue
-        out.append(Area(e.start, e.end, "dc" in e.vmflags, []))
+        out.append(Area(e.start, e.end, "dc" in e.vmflags, e.rss))
     # the largest ones, as many as the agent's will can give back (the others: the snapshot)
     return sorted(out, key=lambda a: a.length, reverse=True)[:MAX_AREAS]
 
@@ -393,12 +404,14 @@ class Copier:
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for i in range(BUFFERS):
             self._free.put(i)
+        self._wake_r = self._wake_w = -1  # run(): the writer wakes the copier when it frees a buffer
         self._writes: queue.SimpleQueue = queue.SimpleQueue()
         self._write_error: list[BaseException] = []
         self._writer: threading.Thread | None = None
         self._cv = threading.Condition()
         self._inflight = 0
         self.prepared = False
+        self._switch = 0.005
 
     def add(self, proc: Proc) -> None:
         """A process whose areas were moved out and armed (still frozen): serve it."""
@@ -407,28 +420,32 @@ class Copier:
         self._add_space(CowSpace(proc.fd, runs, proc, True))
 
     def prepare(self) -> None:
-        """Once the tree runs again: find each shadow's present pages (nothing touches a
-        shadow, so they hold still) and reserve their place in the page file."""
+        """Once the tree runs again: reserve each area's resident size in the page file (its
+        pages are found block by block as they are saved: the copier serves faults at once)."""
         if self.prepared:
             return
         self.prepared = True
         if self.page_fd < 0:
             self.page_fd = self.pages.fd
         for proc in self.procs.values():
-            pm = PageMap(proc.pid)
-            try:
-                for a in proc.areas:
-                    delta = a.shadow - a.start
-                    for s, t, cat in pm.regions(a.shadow, a.shadow + a.length):
-                        if cat & PAGE_IS_PFNZERO or not cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED):
-                            continue
-                        if a.present and a.present[-1][0] + a.present[-1][1] == s - delta:
-                            a.present[-1] = (a.present[-1][0], a.present[-1][1] + t - s)
-                        else:
-                            a.present.append((s - delta, t - s))
-                    a.place(self.pages.reserve(a.nbytes))
-            finally:
-                pm.close()
+            proc.pagemap = PageMap(proc.pid)
+            for a in proc.areas:
+                if a.resident:
+                    a.room = [[self.pages.reserve(a.resident), a.resident]]
+
+    def _present(self, proc: Proc, a: Area, bs: int, be: int) -> list[tuple[int, int]]:
+        """Present pages (old addresses) of shadow [bs, be): nothing touches a shadow, so they
+        hold still."""
+        delta = a.shadow - a.start
+        out: list[tuple[int, int]] = []
+        for s, t, cat in proc.pagemap.regions(bs, be):
+            if cat & PAGE_IS_PFNZERO or not cat & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED):
+                continue
+            if out and out[-1][0] + out[-1][1] == s - delta:
+                out[-1] = (out[-1][0], out[-1][1] + t - s)
+            else:
+                out.append((s - delta, t - s))
+        return out
 
     def leftovers(self, pid: int) -> list[tuple]:
         """Injected calls (name, args...) the process's second brief stop must make: the
@@ -443,6 +460,10 @@ class Copier:
     # -- threads
     def start(self) -> None:
         self.prepare()
+        # the dump's own thread runs Python meanwhile: a fault's waiting on the GIL, at each
+        # syscall the copier makes for it, must not take the default 5 ms switch interval
+        self._switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.thread = threading.Thread(target=self.run, name="torpor-cow", daemon=True)
         self.thread.start()
 
@@ -458,26 +479,37 @@ class Copier:
         else:
             self.thread.join()
             self.thread = None
+            sys.setswitchinterval(self._switch)
         if self.error is not None and not abort:
             raise CowError(f"copy-on-write checkpoint failed: {self.error}") from self.error
 
     def _write_loop(self) -> None:
         while (item := self._writes.get()) is not None:
-            idx, views, offset = item
+            idx, pieces = item
             try:
                 if not self._write_error:
-                    pos = offset
-                    while views:
-                        n = os.pwritev(self.page_fd, views, pos)
-                        pos += n
-                        while views and n >= len(views[0]):
-                            n -= len(views[0])
-                            views = views[1:]
-                        if views and n:
-                            views = [views[0][n:]] + views[1:]
+                    groups: list[tuple[int, list]] = []  # (offset, views) of consecutive pieces
+                    for view, off in pieces:
+                        if groups and groups[-1][0] + sum(len(v) for v in groups[-1][1]) == off:
+                            groups[-1][1].append(view)
+                        else:
+                            groups.append((off, [view]))
+                    for pos, views in groups:
+                        while views:
+                            n = os.pwritev(self.page_fd, views, pos)
+                            pos += n
+                            while views and n >= len(views[0]):
+                                n -= len(views[0])
+                                views = views[1:]
+                            if views and n:
+                                views = [views[0][n:]] + views[1:]
             except BaseException as err:  # noqa: BLE001 - reported by the copier
                 self._write_error.append(err)
             self._free.put(idx)
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass  # the pipe is full: the copier has wake-ups enough
             with self._cv:
                 self._inflight -= 1
                 self._cv.notify_all()
@@ -485,6 +517,8 @@ class Copier:
     # -- the loop
     def run(self) -> None:
         self.finished = True
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.poller.register(self._wake_r, select.POLLIN)
         self._writer = threading.Thread(target=self._write_loop, name="torpor-cow-writer", daemon=True)
         self._writer.start()
         try:
@@ -494,6 +528,7 @@ class Copier:
                         b = a.shadow - a.shadow % BLOCK
                         while b < a.shadow + a.length:
                             self._serve()
+                            self._wait_buffer()
                             self._block(proc, a, max(b, a.shadow))
                             b += BLOCK
                 self._serve()
@@ -551,11 +586,20 @@ class Copier:
                 pass
             os.close(fd)  # the kernel unregisters the ranges
         self.spaces.clear()
+        for proc in self.procs.values():
+            if proc.pagemap is not None:
+                proc.pagemap.close()
+                proc.pagemap = None
         for buf in self._bufs:
             try:
                 buf.close()
             except BufferError:
                 pass
+        if self._wake_r >= 0:
+            self.poller.unregister(self._wake_r)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
 
     # -- events and faults
     def _pump(self) -> None:
@@ -596,7 +640,7 @@ class Copier:
             src += page - va
             a = space.owner.area_of_shadow(src)
             if a is not None:
-                self._block(space.owner, a, max(src - src % BLOCK, a.shadow))
+                self._block(space.owner, a, max(src - src % BLOCK, a.shadow), urgent=True)
             if space.find(page) >= 0:  # cannot happen: never leave a thread waiting
                 space.drop(page, page + PAGE_SIZE)
         if space.find(page) < 0:
@@ -604,12 +648,34 @@ class Copier:
             uffd.wake(space.fd, page, PAGE_SIZE)
 
     # -- one block: save it, then hand it to every space that misses it
-    def _block(self, proc: Proc, a: Area, bs: int) -> None:
+    def _wait_buffer(self) -> None:
+        """Until the writer frees a buffer for the sweep's next block, serve faults (with
+        buffers of their own): a fault must not wait for the page file."""
+        while self._free.empty():
+            self.poller.poll()
+            try:
+                os.read(self._wake_r, 4096)
+            except BlockingIOError:
+                pass
+            self._serve()
+
+    def _take(self, urgent: bool) -> int:
+        """A free buffer's index; for a fault (urgent) a new buffer rather than a wait for the
+        writer, up to FAULT_BUFFERS more."""
+        if urgent and self._free.empty() and len(self._bufs) < BUFFERS + FAULT_BUFFERS:
+            self._bufs.append(mmap.mmap(-1, BLOCK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
+            return len(self._bufs) - 1
+        return self._free.get()
+
+    def _block(self, proc: Proc, a: Area, bs: int, urgent: bool = False) -> None:
         be = min(bs - bs % BLOCK + BLOCK, a.shadow + a.length)
         lo = bs - a.shadow + a.start
-        pieces = a.pieces(lo, be - a.shadow + a.start)  # old addresses
         key = (proc.pid, bs)
-        idx = self._free.get()
+        if key in self.done:
+            pieces = a.saved.get(lo, [])
+        else:  # old addresses, with their place in the page file
+            pieces = a.saved[lo] = a.place(self._present(proc, a, bs, be), self.pages.reserve)
+        idx = self._take(urgent)
         buf = self._bufs[idx]
         base = lx.addr(buf)
         queued = False
@@ -622,7 +688,7 @@ class Copier:
                         view = memoryview(buf)
                         with self._cv:
                             self._inflight += 1
-                        self._writes.put((idx, [view[p - lo : p - lo + n] for p, n, _ in pieces], pieces[0][2]))
+                        self._writes.put((idx, [(view[p - lo : p - lo + n], off) for p, n, off in pieces]))
                         queued = True
                 self.done.add(key)
                 self.stats["blocks"] += 1

@@ -234,6 +234,9 @@ class PageFile:
         self._raw_size = 0
         self._offsets: list[int] = [0]
         self._tls = threading.local()
+        # raw appends and reservations may come from two threads (the engine's copy-on-write
+        # copier reserves while the dump appends)
+        self._lock = threading.Lock()
 
     # ---- the contract ----------------------------------------------------------------------
 
@@ -257,6 +260,10 @@ class PageFile:
         mv = _bytes_view(buf)
         if self.compressed:
             return self._zwrite([mv])
+        with self._lock:
+            return self._write_raw(mv)
+
+    def _write_raw(self, mv: memoryview) -> int:
         off = self._append_offset()
         if not len(mv):
             return off
@@ -284,6 +291,10 @@ class PageFile:
         views = [v for v in (_bytes_view(b) for b in bufs) if len(v)]
         if self.compressed:
             return self._zwrite(views)
+        with self._lock:
+            return self._writev_raw(views)
+
+    def _writev_raw(self, views: list) -> int:
         off = self._append_offset()
         if not views:
             return off
@@ -306,6 +317,10 @@ class PageFile:
         self._no_random_access("reserve")
         if n < 0:
             raise ValueError("reserve: negative size")
+        with self._lock:
+            return self._reserve(n)
+
+    def _reserve(self, n: int) -> int:
         off = self._append_offset()
         self._streaming = False
         end = off + n
