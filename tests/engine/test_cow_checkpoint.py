@@ -339,3 +339,112 @@ def test_cow_tree_of_two_programs(compile_c, procs, tmp_path: Path) -> None:
         wait_for_lines(out, len(read_lines(out)) + 2, timeout=60)
         sums = {ln.split("sum=")[1] for ln in read_lines(out) if "sum=" in ln}
         assert len(sums) == 1, (out.name, sums)
+
+
+ADVISED = r"""
+import ctypes, hashlib, os, signal, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_long]
+libc.mprotect.argtypes = libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+out, advice = sys.argv[1], int(sys.argv[2])
+MIB = 1 << 20
+
+
+def area(n):  # an area of its own: PROT_NONE pages on both sides
+    base = libc.mmap(None, n + 2 * 4096, 0, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
+    assert libc.mprotect(base + 4096, n, 3) == 0
+    return base + 4096
+
+
+big, small = area(64 * MIB), area(MIB)
+ctypes.memmove(big, os.urandom(MIB) * 64, 64 * MIB)
+ctypes.memmove(small, os.urandom(MIB), MIB)
+
+
+def on_usr1(*_):
+    assert libc.madvise(small, MIB, advice) == 0
+    open(out + ".advised", "w").close()
+
+
+signal.signal(signal.SIGUSR1, on_usr1)
+with open(out + ".addr", "w") as f:
+    f.write(f"{big} {small}\n")
+n = 0
+while True:
+    n += 1
+    digest = hashlib.sha256(ctypes.string_at(big, 64 * MIB) + ctypes.string_at(small, MIB)).hexdigest()
+    with open(out + ".tmp", "w") as f:
+        f.write(f"{n} {digest}\n")
+    os.rename(out + ".tmp", out)
+    time.sleep(0.1)
+"""
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    n, digest = path.read_text().split()
+    return int(n), digest
+
+
+@pytest.mark.parametrize(("advice", "flag"), [(0, ""), (10, "dc"), (18, "wf")])
+def test_area_flags_changed_after_the_preread(procs, tmp_path: Path, monkeypatch, advice: int,
+                                              flag: str) -> None:
+    """The process's smaps is read before the freeze (it walks every page); the stop reads
+    maps only and takes the flags from the snapshot's smaps. A whole area made DONTFORK or
+    WIPEONFORK after that reading (same maps line) must still be seen: the snapshot lacks
+    that area's pages (DONTFORK) or has zeros there (WIPEONFORK), so the move is undone and
+    the process's smaps read while frozen; the image records the flag and restores the same
+    memory. Without a change, no smaps of the process is read while it is stopped."""
+    from torpor.engine import cow
+    from torpor.engine.dump import checkpoint as engine_checkpoint
+    from torpor.image.schema import TreeImage
+    from torpor.image.store import ImageReader
+
+    out = tmp_path / "sum"
+    p = procs.start([sys.executable, "-c", ADVISED, out, advice])
+    wait_until(out.exists, 30, "the first digest")
+    big, small = (int(x) for x in Path(f"{out}.addr").read_text().split())
+    _, want = _digest(out)
+    real_preread, real_refresh = cow.preread, cow.refresh
+    refreshed = []
+
+    def preread(root: int) -> dict:
+        got = real_preread(root)
+        assert root in got, "the process was not pre-read"
+        if advice:
+            os.kill(p.pid, signal.SIGUSR1)
+            wait_until(Path(f"{out}.advised").exists, 10, "the madvise")
+        return got
+
+    def refresh(maps, pid: int) -> None:
+        refreshed.append(pid)
+        real_refresh(maps, pid)
+
+    monkeypatch.setattr(cow, "preread", preread)
+    monkeypatch.setattr(cow, "refresh", refresh)
+    res = engine_checkpoint(p.pid, str(tmp_path / "img"), leave_running=True)
+    assert res.cow_blocks > 0, res  # the big area went through the copy-on-write copier
+    assert refreshed == ([p.pid] if advice else [])
+    with ImageReader(str(tmp_path / "img")) as reader:
+        vmas = {v.start: v for v in reader.record("tree", TreeImage).processes[0].vmas}
+    with open(f"/proc/{p.pid}/smaps") as f:  # the process is quiet: its flags as recorded
+        now = {}
+        for line in f:
+            if line[:1] in "0123456789abcdef" and "-" in line.split()[0]:
+                start = int(line.split("-")[0], 16)
+            elif line.startswith("VmFlags:"):
+                now[start] = set(line.split()[1:])
+    if flag:
+        assert flag in vmas[small].vmflags, vmas[small].vmflags
+    for start, v in vmas.items():
+        if start != big and start in now:  # big: mremap DONTUNMAP has cleared its "ac" since
+            assert set(v.vmflags) == now[start], (hex(start), v.vmflags, now[start])
+    assert "ac" in vmas[big].vmflags
+    assert_running_untraced(p.pid)
+    n, digest = _digest(out)
+    assert digest == want
+    procs.kill(p.pid)
+    restore_same(procs, tmp_path / "img", p.pid)
+    wait_until(lambda: _digest(out)[0] > n + 1, 30, "the restored process to go on")
+    assert _digest(out)[1] == want, "the memory changed across the checkpoint"

@@ -262,6 +262,10 @@ def confirm(maps, child_maps, proc: Proc | None) -> bool:
     move and reads the process's smaps."""
     by_line = {_line(c): c for c in child_maps}
     moved = {a.start for a in proc.areas} if proc else set()
+    for a in proc.areas if proc else []:
+        # the range left behind keeps the area's DONTFORK, which the pre-read may not have
+        # seen: the move back must know it (it gives the others DOFORK)
+        a.dontfork = not any(c.start == a.start and c.end == a.end for c in child_maps)
     flags = []
     for e in maps:
         c = by_line.get(_line(e))
