@@ -1,19 +1,26 @@
 """Copy-on-write checkpoints of large anonymous areas (`checkpoint --leave-running`).
 
-Forking a snapshot copies the page tables of the whole process (~70 ms for 2 GiB). Instead,
-while the process is stopped, each large private anonymous area (chosen from the smaps the
-dump has read: no page is looked at while frozen) is moved by an injected
-mremap(MREMAP_DONTUNMAP) to a "shadow" address with the same offset modulo 2 MiB: the page
-tables move whole, no page is copied, the old range stays mapped but empty, and the shadow
-is MADV_DONTFORK (an application fork must not inherit it). The snapshot of the small areas
-is forked; then the task gets a userfaultfd (shared with torpor through pidfd_getfd; events
-FORK, REMAP, REMOVE, UNMAP, feature MOVE) with the old ranges registered for missing-page
-faults, and an agent thread (engine/agent.py): the kernel runs UFFDIO_MOVE only for a caller
-in the userfaultfd's own address space. The process is let go.
+Forking a snapshot copies the page tables of the whole process (~70 ms for 2 GiB), and
+reading its smaps walks them (~20 ms). Instead, smaps is read before the freeze (preread);
+while the process is stopped only /proc/PID/maps is read (no walk), and each large private
+anonymous area (chosen from the pre-read's unchanged lines: no page is looked at while
+frozen) is moved by an injected mremap(MREMAP_DONTUNMAP) to a "shadow" address with the same
+offset modulo 2 MiB: the page tables move whole, no page is copied, the old range stays
+mapped but empty, and the shadow is MADV_DONTFORK (an application fork must not inherit
+it). The snapshot of the small areas is forked, and its smaps (none of the moved pages to
+walk) gives every area's flags (confirm); where it cannot stand for the process (an area
+DONTFORK or WIPEONFORK, a line changed, locked memory, a userfaultfd) the move is undone and
+the process's smaps read while frozen, as for processes too small to pre-read. Then the
+task gets a userfaultfd (shared with torpor through pidfd_getfd; events FORK, REMAP,
+REMOVE, UNMAP, feature MOVE) with the old ranges registered for missing-page faults, and an
+agent thread (engine/agent.py): the kernel runs UFFDIO_MOVE only for a caller in the
+userfaultfd's own address space. The process is let go.
 
-This module's copier (one thread) then finds the shadows' present pages, reserves their
-place in the page file, saves each 2 MiB block and has the agent move it back; a fault on a
-block not yet back has that block saved and moved first. A fork during the copy hands over
+This module's copier (one thread, a second writing the page file) then saves each 2 MiB
+block (its present pages found by a PAGEMAP_SCAN of that block, placed in room reserved for
+the area's resident size) and has the agent move it back; a fault on a block not yet back
+has that block saved and moved first, with a buffer of its own when the sweep waits for the
+writer. A fork during the copy hands over
 the child's userfaultfd: the child misses the same blocks, and gets them by UFFDIO_COPY from
 the saved data before the parent's block moves back. MADV_DONTNEED/munmap of the old range
 (REMOVE/UNMAP) make the copier save those pages but never move them back; an mremap of it
@@ -30,8 +37,9 @@ userfaultfd(2) is refused, areas already registered with a userfaultfd (the --tr
 tracker), locked, read-only or holding pages shared with another process keep the fork
 snapshot.
 
-On by default; TORPOR_COW=0 keeps the plain fork snapshot (bench memory, 2 runs each, same
-session: frozen 16 / 35 ms at 512 MiB / 2 GiB against 25 / 73 ms for the fork).
+On by default; TORPOR_COW=0 keeps the plain fork snapshot (bench memory, 3 runs each, same
+session: frozen ~10 / ~15 ms at 512 MiB / 2 GiB against ~30 / ~80 ms for the fork;
+docs/performance.md).
 """
 
 from __future__ import annotations
