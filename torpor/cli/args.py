@@ -4,8 +4,10 @@ argparse imports re, gettext and enum, and builds a formatter per option: ~8 ms 
 `torpor create`, `start`, `kill`, `delete`, which containerd runs for each container. This
 parser keeps argparse's interface for what the commands use (add_argument with store_true,
 append, nargs ? * +, type, choices, default, dest, metavar, required, help), its parsing
-rules (options and positionals interleaved, `--opt=value`, `-o value`, `-ovalue`, `--` ends
-the options, a negative number is a positional) and its messages, one line each, exit 2.
+rules (options and positionals interleaved, `--opt=value`, `-o value`, `-ovalue`, short flags
+together `-dt`, `--` ends the options, a negative number or a word with a space is a
+positional) and its messages, one line each, exit 2. tests/test_cli_args.py compares it with
+argparse on every command's options.
 
 urfave/cli (runc) also accepts long flags with one dash (`-no-subreaper`, `-bundle B`) and
 booleans given twice (`--leave-running --leave-running`, as Podman does): both work here.
@@ -94,10 +96,21 @@ class Parser:
             if tok in ("-h", "--help"):
                 sys.stdout.write(self.format_help())
                 raise SystemExit(0)
-            if not tok.startswith("-") or tok == "-" or _is_number(tok):
+            found = self._option(tok)
+            if found is None:
                 positionals.append(tok)
                 continue
-            arg, value = self._match(tok)
+            arg, value, short = found
+            if arg is None:
+                self.error(f"unrecognized arguments: {tok}")
+            # `-dt`, `-dpFILE`: short flags in one token, each flag passing on the rest
+            while arg.action == "store_true" and short and value:
+                values[arg.dest] = True
+                seen.add(arg.dest)
+                nxt = self.options.get("-" + value[0])
+                if nxt is None:
+                    self.error(f"argument {arg.label()}: ignored explicit argument {value!r}")
+                arg, value = nxt, value[1:] or None
             seen.add(arg.dest)
             if arg.action == "store_true":
                 if value is not None:
@@ -106,7 +119,7 @@ class Parser:
                 continue
             if arg.nargs in ("+", "*"):  # an option taking a list: the words that follow
                 words = [] if value is None else [value]
-                while value is None and i < len(argv) and not _is_option(argv[i]):
+                while value is None and i < len(argv) and self._option(argv[i]) is None:
                     words.append(argv[i])
                     i += 1
                 if arg.nargs == "+" and not words:
@@ -114,7 +127,7 @@ class Parser:
                 values[arg.dest] = [self._convert(arg, w) for w in words]
                 continue
             if value is None:
-                if i >= len(argv) or _is_option(argv[i]):
+                if i >= len(argv) or self._option(argv[i]) is not None:
                     self.error(f"argument {arg.label()}: expected one argument")
                 value = argv[i]
                 i += 1
@@ -131,20 +144,28 @@ class Parser:
             self.error(f"the following arguments are required: {', '.join(missing)}")
         return Namespace(**values)
 
-    def _match(self, tok: str) -> tuple[_Arg, str | None]:
-        """The option a token names, and its value when attached (`--a=v`, `-av`)."""
+    def _option(self, tok: str) -> tuple[_Arg | None, str | None, bool] | None:
+        """None for a positional; else (the option, or None if unknown; its value when
+        attached, `--a=v` `-av`; whether it was matched as a one-letter `-a`).
+        argparse's order: the whole token, the part before `=`, a short option's prefix."""
+        if tok == "--":
+            return None, None, False  # not an option, but no option's value either
+        if not tok.startswith("-") or tok == "-":
+            return None
         name, eq, value = tok.partition("=")
-        if name in self.options:
-            return self.options[name], value if eq else None
-        if not name.startswith("--") and "-" + name in self.options:  # runc's `-bundle`
-            return self.options["-" + name], value if eq else None
-        short = tok[:2]
-        if not tok.startswith("--") and short in self.options:
-            arg = self.options[short]
-            if arg.action != "store_true":
-                return arg, tok[2:]
-        self.error(f"unrecognized arguments: {tok}")
-        raise AssertionError  # not reached: error() exits
+        attached = value if eq else None
+        arg = self.options.get(name)
+        if arg is None and not name.startswith("--"):
+            arg = self.options.get("-" + name)  # runc's one-dash long flag: `-bundle B`
+            if arg is not None:
+                return arg, attached, False
+        if arg is not None:
+            return arg, attached, name[1] != "-"
+        if not tok.startswith("--") and tok[:2] in self.options:
+            return self.options[tok[:2]], tok[2:], True
+        if _is_number(tok) or " " in tok:  # argparse: `-9`, `-x y` are positionals
+            return None
+        return None, None, False
 
     def _convert(self, arg: _Arg, value: str) -> object:
         if arg.type is not None:
@@ -234,11 +255,9 @@ class Parser:
 
 
 def _is_number(tok: str) -> bool:
-    """`-9`, `-1.5`: a positional (argparse's rule, for parsers with no such option)."""
-    body = tok[1:]
-    return bool(body) and body.replace(".", "", 1).isdigit()
-
-
-def _is_option(tok: str) -> bool:
-    """A token that is an option (or `--`), not a value."""
-    return tok.startswith("-") and tok != "-" and not _is_number(tok)
+    """`-9`, `-1.5`, `-.5`: a positional (argparse's `^-\\d+$|^-\\d*\\.\\d+$`, for parsers
+    with no such option)."""
+    whole, dot, frac = tok[1:].partition(".")
+    if dot:
+        return frac.isdecimal() and (not whole or whole.isdecimal())
+    return whole.isdecimal()
