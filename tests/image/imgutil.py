@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 
-import msgspec
 import xxhash
 
+from torpor.image.codec import Record
 from torpor.image.store import ImageReader, ImageWriter
 
 
-class Task(msgspec.Struct, forbid_unknown_fields=True):
+class Task(Record, forbid_unknown_fields=True):
     pid: int
     name: str
     regs: bytes
     children: list[int] = []
 
 
-class Tree(msgspec.Struct, forbid_unknown_fields=True):
+class Tree(Record, forbid_unknown_fields=True):
     schema_version: int
     root: int
     tasks: list[Task]
@@ -59,7 +60,7 @@ def read_all(path: str) -> dict:
 
 def load_manifest_doc(path: str) -> dict:
     with open(os.path.join(path, "manifest.json"), "rb") as f:
-        return msgspec.json.decode(f.read())
+        return json.loads(f.read())
 
 
 def write_manifest_doc(path: str, doc: dict, reseal: bool = True) -> None:
@@ -70,7 +71,7 @@ def write_manifest_doc(path: str, doc: dict, reseal: bool = True) -> None:
         doc = {k: v for k, v in doc.items() if k != "checksum"}
         doc["checksum"] = manifest_checksum(doc)
     with open(os.path.join(path, "manifest.json"), "wb") as f:
-        f.write(msgspec.json.encode(doc))
+        f.write(json.dumps(doc, separators=(",", ":")).encode())
 
 
 def replace_file(path: str, filename: str, data: bytes) -> None:

@@ -6,13 +6,13 @@ import os
 import shutil
 import tempfile
 
-import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from imgutil import make_image, read_all
 
 from torpor.errors import ImageError
+from torpor.image import codec
 
 FILES = ["manifest.json", "tree.rec", "tasks.rec", "pages.img", "rootfs.tar"]
 
@@ -101,7 +101,7 @@ def test_damage_is_detected(template, damage):
     data=st.one_of(
         st.binary(max_size=300),
         st.builds(
-            msgspec.msgpack.encode,
+            codec.encode,
             st.recursive(
                 st.none()
                 | st.booleans()

@@ -8,6 +8,7 @@ import os
 import pytest
 from imgutil import BLOB, PAGES, make_image, read_all
 
+from torpor.image.manifest import FORMAT_VERSION
 from torpor.image.show import describe, format_size
 from torpor.image.store import ImageReader
 
@@ -39,7 +40,7 @@ def test_describe(tmp_path, compress):
         d = describe(r)
     json.dumps(d)  # JSON-friendly
     assert d["path"] == str(p)
-    assert d["format"] == "torpor-image" and d["format_version"] == 1
+    assert d["format"] == "torpor-image" and d["format_version"] == FORMAT_VERSION
     assert d["kind"] == "process-tree"
     assert d["kernel"] == os.uname().release
     assert d["xfeatures"] == 0xE7 and d["xfeatures_hex"] == "0xe7"

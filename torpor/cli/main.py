@@ -144,10 +144,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The `torpor` program (console script and `python -m torpor`)."""
-    # msgspec imports typing_extensions whenever it is installed (~10 ms: it pulls in inspect,
-    # ast, tokenize) only to recognise that module's special forms in annotations. torpor's
-    # records use none, and nothing else in this process needs it: block it before any import.
-    sys.modules.setdefault("typing_extensions", None)  # type: ignore[arg-type]
     try:
         code = main()
     except SystemExit as stop:  # the option parser's exits, --help

@@ -46,11 +46,11 @@ are rewound by the normal restart logic, the argument registers are intact).
 from __future__ import annotations
 
 import os
-import signal
 import struct
 import sys
 
 from torpor.engine.linux import ptrace as pt
+from torpor.engine.linux import sys as lx
 from torpor.engine.linux.sys import MAP_FIXED, MREMAP_FIXED, NR, PAGE_SIZE
 
 CODE = bytes.fromhex(
@@ -227,12 +227,12 @@ class Batch:
                 inj.events.append(self.events[-1])
                 pt.cont(tid)
                 continue
-            if sig == signal.SIGSTOP:  # cannot be blocked: swallow it (the syscall restarts)
+            if sig == lx.SIGSTOP:  # cannot be blocked: swallow it (the syscall restarts)
                 pt.cont(tid)
                 continue
             got = pt.get_regs(tid)
             done = (got.rbx - first) // ENTRY_SIZE
-            if sig == signal.SIGTRAP and got.rip == self.area + TRAP_END:
+            if sig == lx.SIGTRAP and got.rip == self.area + TRAP_END:
                 break
             where = self._describe(chunk, min(max(done, 0), len(chunk) - 1))
             raise self.Error(f"task {tid}: batched syscalls raised signal {sig} at "

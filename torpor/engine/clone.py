@@ -7,8 +7,8 @@ Python's own before/after-fork hooks around it, exactly as os.fork() does intern
 from __future__ import annotations
 
 import ctypes
-import signal
 
+from torpor.engine.linux import sys as lx
 from torpor.engine.linux.sys import NR, syscall_gil
 
 
@@ -33,7 +33,7 @@ def fork_with_pid(set_tid: list[int], flags: int = 0) -> int:
     innermost PID namespace, the following ones in the outer namespaces. Returns 0 in the
     child, the child's PID in the parent. Raises FileExistsError if the PID is taken."""
     tids = (ctypes.c_int32 * len(set_tid))(*set_tid)
-    args = CloneArgs(flags=flags, exit_signal=signal.SIGCHLD, set_tid=ctypes.addressof(tids),
+    args = CloneArgs(flags=flags, exit_signal=lx.SIGCHLD, set_tid=ctypes.addressof(tids),
                      set_tid_size=len(set_tid))
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()

@@ -54,8 +54,6 @@ import sys
 import threading
 from collections import deque
 
-import msgspec
-
 from torpor.engine.agent import AREA_SIZE as AGENT_AREA_SIZE
 from torpor.engine.agent import WILL_MAX, Agent, steal_fd
 from torpor.engine.lazy import Space
@@ -65,6 +63,7 @@ from torpor.engine.linux.pagemap import PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_I
 from torpor.engine.linux.procfs import read_maps
 from torpor.engine.linux.sys import PAGE_SIZE
 from torpor.errors import TorporError
+from torpor.records import factory, record
 
 BLOCK = 2 << 20  # the unit of save-and-move-back (a PMD: the kernel moves it whole)
 MAX_AREAS = 8  # per process: the agent's will (engine/agent.py) ends with a call for each
@@ -85,7 +84,8 @@ class CowError(TorporError):
     pass
 
 
-class Area(msgspec.Struct):
+@record
+class Area:
     """One area moved out to a shadow. Its present pages are found block by block, when the
     block is saved (a scan of the whole shadow first would keep the process's first fault
     waiting ~10 ns a page), and placed in the page file in the order blocks are saved, in
@@ -96,8 +96,8 @@ class Area(msgspec.Struct):
     dontfork: bool
     resident: int = 0  # bytes, from smaps: the first reservation
     shadow: int = 0
-    room: list[list[int]] = msgspec.field(default_factory=list)  # [offset, length] reserved, unused
-    saved: dict[int, list[tuple[int, int, int]]] = msgspec.field(default_factory=dict)
+    room: list[list[int]] = factory(list)  # [offset, length] reserved, unused
+    saved: dict[int, list[tuple[int, int, int]]] = factory(dict)
 
     @property
     def length(self) -> int:
@@ -136,14 +136,15 @@ class Area(msgspec.Struct):
         return out
 
 
-class Proc(msgspec.Struct):
+@record
+class Proc:
     pid: int
     fd: int  # the userfaultfd, in torpor
-    areas: list[Area] = msgspec.field(default_factory=list)
+    areas: list[Area] = factory(list)
     task_fd: int = -1  # the same userfaultfd, in the task (the agent's UFFDIO_MOVE uses it)
     agent: object = None  # engine/agent.py's Agent, planted in the task
     pagemap: object = None  # a PageMap of the task, to find the shadows' present pages
-    leftovers: list[tuple[int, int]] = msgspec.field(default_factory=list)  # to unmap, stopped
+    leftovers: list[tuple[int, int]] = factory(list)  # to unmap, stopped
 
     def area_of_shadow(self, addr: int) -> Area | None:
         for a in self.areas:

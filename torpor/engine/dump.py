@@ -11,10 +11,6 @@ import mmap
 import os
 import struct
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-import msgspec
 
 from torpor.engine import freeze
 from torpor.engine.inject import Injector, Scratch, find_syscall_insn
@@ -42,23 +38,29 @@ from torpor.image.schema import (
 )
 from torpor.image.store import ImageWriter
 from torpor.log import log
+from torpor.records import factory, record
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from torpor.engine import cow  # imported where the copy-on-write path is taken
 
 SEEK_DATA, SEEK_HOLE = 3, 4
 
 
-class Tracking(msgspec.Struct):
+@record
+class Tracking:
     """Incremental checkpoint state: whether to arm write tracking, the trackers found in the
     processes, and the pages of the parent image by process (vpid)."""
 
     arm: bool = False
     parent_path: str = ""
-    trackers: dict = msgspec.field(default_factory=dict)  # host pid -> tracker fd in it
-    new_trackers: dict = msgspec.field(default_factory=dict)
-    parent_pages: dict = msgspec.field(default_factory=dict)  # vpid -> [(vaddr, npages, offset, file)]
-    vpid: dict = msgspec.field(default_factory=dict)  # host pid -> vpid
+    trackers: dict = factory(dict)  # host pid -> tracker fd in it
+    new_trackers: dict = factory(dict)
+    parent_pages: dict = factory(dict)  # vpid -> [(vaddr, npages, offset, file)]
+    vpid: dict = factory(dict)  # host pid -> vpid
     injector: object = None
 
 
@@ -76,32 +78,33 @@ def load_parent(parent_path: str) -> dict:
     return out
 
 
-class DumpContext(msgspec.Struct, dict=True):
+@record
+class DumpContext:
     writer: ImageWriter
     pid: int = 0
     mem_fd: int = -1
-    files: list = msgspec.field(default_factory=list)
-    fd_owner: dict = msgspec.field(default_factory=dict)
+    files: list = factory(list)
+    fd_owner: dict = factory(dict)
     # (st_dev, st_ino) -> [(pid, fd, file id)]: one entry per open file description saved, so
     # that a new fd is compared (kcmp) only with descriptions of the same file
-    descriptions: dict = msgspec.field(default_factory=dict)
-    mapped_files: dict = msgspec.field(default_factory=dict)
-    pipes: dict = msgspec.field(default_factory=dict)
+    descriptions: dict = factory(dict)
+    mapped_files: dict = factory(dict)
+    pipes: dict = factory(dict)
     external: Callable[[int, int, str], str | None] | None = None
     # pages stored per host pid: sorted (vaddr, npages, offset); and the parent of the process
     # being dumped, whose stored pages a child may share copy-on-write
-    stored: dict = msgspec.field(default_factory=dict)
+    stored: dict = factory(dict)
     tree_mode: bool = False  # pages copied after every process is planned (copy_planned)
-    planned: dict = msgspec.field(default_factory=dict)
+    planned: dict = factory(dict)
     keep_sharing: bool = False  # --leave-running: do not unshare copy-on-write pages
     snapshot: bool = False  # --leave-running: read memory from a forked snapshot, unfrozen
-    snapshots: dict = msgspec.field(default_factory=dict)  # host pid -> snapshot pid
+    snapshots: dict = factory(dict)  # host pid -> snapshot pid
     cow: cow.Copier | None = None  # --leave-running: large areas moved out, copied unfrozen
-    premaps: dict = msgspec.field(default_factory=dict)  # host pid -> smaps read before the freeze
+    premaps: dict = factory(dict)  # host pid -> smaps read before the freeze
     file_locks: bool = False  # --file-locks: save held file locks (else refuse them)
     tracking: Tracking | None = None  # --track-mem / --parent-path
-    dirty: dict = msgspec.field(default_factory=dict)  # host pid -> {area start: written ranges}
-    _bufs: list = msgspec.field(default_factory=list)
+    dirty: dict = factory(dict)  # host pid -> {area start: written ranges}
+    _bufs: list = factory(list)
 
     def __post_init__(self) -> None:
         self.pages = self.writer.page_file("pages")
@@ -506,7 +509,8 @@ def _zombie(pid: int, vpid_of: dict[int, int]) -> Process:
     )
 
 
-class CheckpointResult(msgspec.Struct):
+@record
+class CheckpointResult:
     pid: int
     image_path: str
     processes: int

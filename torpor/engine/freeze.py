@@ -10,14 +10,13 @@ usual: a signal-delivery-stop is resumed with its signal and the interrupt stop 
 from __future__ import annotations
 
 import os
-import signal
 import time
 
-import msgspec
-
 from torpor.engine.linux import ptrace as pt
+from torpor.engine.linux import sys as lx
 from torpor.engine.linux.procfs import children, list_tids
 from torpor.errors import NotFound, TorporError
+from torpor.records import factory, record
 
 
 class FreezeError(TorporError):
@@ -29,11 +28,12 @@ class FreezeError(TorporError):
 SEIZE_OPTIONS = pt.O_SUSPEND_SECCOMP
 
 
-class FrozenTree(msgspec.Struct):
+@record
+class FrozenTree:
     root: int
-    order: list[int] = msgspec.field(default_factory=list)  # host pids, parents before children
-    tids: dict[int, list[int]] = msgspec.field(default_factory=dict)  # host pid -> seized tids
-    zombies: list[int] = msgspec.field(default_factory=list)
+    order: list[int] = factory(list)  # host pids, parents before children
+    tids: dict[int, list[int]] = factory(dict)  # host pid -> seized tids
+    zombies: list[int] = factory(list)
     freezer: str | None = None
     was_frozen: bool = False
 
@@ -64,7 +64,7 @@ def wait_new_stop(tid: int, what: str = "task", error: type[TorporError] = Freez
     """The first stop of a task auto-attached at its creation: PTRACE_EVENT_STOP under a
     seized tracer (SIGSTOP under PTRACE_TRACEME)."""
     status = pt.wait_stop(tid)
-    if pt.stop_event(status) != pt.EVENT_STOP and os.WSTOPSIG(status) != signal.SIGSTOP:
+    if pt.stop_event(status) != pt.EVENT_STOP and os.WSTOPSIG(status) != lx.SIGSTOP:
         raise error(f"new {what} {tid} stopped with signal {os.WSTOPSIG(status)}")
 
 
@@ -207,7 +207,7 @@ def kill(tree: FrozenTree) -> None:
         if pid in tree.zombies:
             continue
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, lx.SIGKILL)
         except ProcessLookupError:
             pass
     if tree.freezer and tree.was_frozen:

@@ -9,9 +9,9 @@ the stop we see. The task's registers and signal mask are put back by finish().
 from __future__ import annotations
 
 import os
-import signal
 
 from torpor.engine.linux import ptrace as pt
+from torpor.engine.linux import sys as lx
 from torpor.engine.linux.procfs import read_maps
 from torpor.engine.linux.sys import (
     MAP_ANONYMOUS,
@@ -86,14 +86,14 @@ class Injector:
             status = pt.wait_stop(self.tid)
             sig = os.WSTOPSIG(status)
             event = pt.stop_event(status)
-            if sig == signal.SIGTRAP and event == 0:
+            if sig == lx.SIGTRAP and event == 0:
                 break
             if event:
                 # e.g. PTRACE_EVENT_CLONE before the step completes: note it, keep stepping
                 self.events.append((event, pt.get_event_msg(self.tid)))
                 pt.singlestep(self.tid)
                 continue
-            if sig == signal.SIGSTOP:  # cannot be blocked: swallow it, keep stepping
+            if sig == lx.SIGSTOP:  # cannot be blocked: swallow it, keep stepping
                 pt.singlestep(self.tid)
                 continue
             raise InjectError(

@@ -18,8 +18,9 @@ from __future__ import annotations
 import bisect
 import os
 import select
-import signal
+import sys
 
+from torpor.engine.linux import sys as lx
 from torpor.engine.linux import uffd
 from torpor.engine.linux.procfs import close_fds_except
 from torpor.engine.linux.sys import PAGE_SIZE
@@ -160,26 +161,31 @@ class Server:
 def _verify_in_background(image_path: str, victims: list[int]):
     """A lazy restore starts before the page checksums are checked; they are checked here,
     alongside serving. A damaged page file kills the restored tree rather than let it run
-    on wrong memory."""
-    import threading
+    on wrong memory. Returns a lock held until the check is done. (_thread, not threading:
+    importing threading takes ~3 ms, during which the restored process's faults would wait.)"""
+    import _thread
+
+    from torpor.errors import ImageError
+    from torpor.image.store import ImageReader
+
+    done = _thread.allocate_lock()
+    done.acquire()
 
     def check() -> None:
-        from torpor.errors import ImageError
-        from torpor.image.store import ImageReader
-
         try:
             with ImageReader(image_path) as reader:
                 reader.verify_pages()
         except ImageError:
             for pid in victims:
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, lx.SIGKILL)
                 except OSError:
                     pass
+        finally:
+            done.release()
 
-    thread = threading.Thread(target=check, name="torpor-verify", daemon=True)
-    thread.start()
-    return thread
+    _thread.start_new_thread(check, ())
+    return done
 
 
 def start_server(spaces: list[Space], keep_fds: set[int], image_path: str = "",
@@ -190,22 +196,31 @@ def start_server(spaces: list[Space], keep_fds: set[int], image_path: str = "",
     if pid:
         return pid
     try:
-        os.setsid()
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # the server proper is a grandchild (nobody waits on it); the child leaves at once,
+        # so the restorer's wait for it is short
+        if os.fork():
+            os._exit(0)
+        os.setsid()  # its own session: no terminal's hangup reaches it (it opens no tty)
         null = os.open("/dev/null", os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         keep = keep_fds | {0, 1, 2} | {s.fd for s in spaces}
         close_fds_except(keep)
-        if os.fork():  # the server proper is a grandchild: nobody waits on us
-            os._exit(0)
+        # the signal module's own core: `signal` would import enum first (~5 ms during which
+        # the restored process's faults wait)
+        import _signal
+
+        _signal.signal(lx.SIGHUP, _signal.SIG_IGN)
+        _signal.signal(lx.SIGINT, _signal.SIG_IGN)
+        # the checker thread hashes in 8 MiB steps (~1.5 ms each): a fault waits for the GIL
+        # at most about one step, not the default 5 ms switch interval on top
+        sys.setswitchinterval(0.0002)
         verifier = _verify_in_background(image_path, victims or []) if image_path else None
         server = Server(spaces)
         server.run()
         for fd in list(server.spaces):  # every page is in: let the kernel handle faults again
             os.close(fd)
         if verifier is not None:
-            verifier.join()
+            verifier.acquire()
     finally:
         os._exit(0)

@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import mmap
 import os
-import signal
 import struct
 import time
-from collections.abc import Callable
-
-import msgspec
 
 from torpor.engine import freeze
 from torpor.engine.batch import AREA_SIZE as BATCH_AREA_SIZE
@@ -32,6 +28,12 @@ from torpor.engine.resources import files as fdkinds
 from torpor.errors import AlreadyExists, ImageError, TorporError
 from torpor.image.schema import SCHEMA_VERSION, MappedFile, Process, TreeImage
 from torpor.image.store import ImageReader
+from torpor.records import factory, record
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 TASK_SIZE = 0x7FFFFFFFF000
 SPECIALS = ("vvar", "vvar_vclock", "vdso")
@@ -46,20 +48,22 @@ class RestoreError(TorporError):
     pass
 
 
-class TaskRestore(msgspec.Struct):
+@record
+class TaskRestore:
     """What the resource restore steps need about the process being rebuilt."""
 
     pid: int
     proc: Process
     inj: Injector | None = None
     mem_fd: int = -1
-    file_fds: dict[int, int] = msgspec.field(default_factory=dict)  # MappedFile id -> fd in the task
-    sources: dict = msgspec.field(default_factory=dict)  # page file -> (view, address) in the restorer
+    file_fds: dict[int, int] = factory(dict)  # MappedFile id -> fd in the task
+    sources: dict = factory(dict)  # page file -> (view, address) in the restorer
     # areas mapped writable for their pages, given their saved protection after the copy
-    reprotect: list = msgspec.field(default_factory=list)
+    reprotect: list = factory(list)
 
 
-class RestoreResult(msgspec.Struct):
+@record
+class RestoreResult:
     pid: int
     threads: int
     seconds: float
@@ -325,15 +329,16 @@ def _root_child(plan: Plan, opener: FileOpener, report_fd: int, hold_fd: int,
 # ------------------------------------------------------------------------ restore
 
 
-class Built(msgspec.Struct):
+@record
+class Built:
     """A task being rebuilt: host pid, injectors for its threads, its scratch."""
 
     proc: Process
     host: int
     inj: Injector
     mem_fd: int
-    threads: dict[int, Injector] = msgspec.field(default_factory=dict)  # vtid -> injector
-    host_tids: dict[int, int] = msgspec.field(default_factory=dict)  # vtid -> host tid
+    threads: dict[int, Injector] = factory(dict)  # vtid -> injector
+    host_tids: dict[int, int] = factory(dict)  # vtid -> host tid
     plan: Plan | None = None
     lazy: bool = False
     space: object = None  # lazy restore: its userfaultfd and the pages still to copy
@@ -433,8 +438,8 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
             os.write(release_w, b"R")
         os.close(release_w)  # the intermediate reaps a failed root, or exits and lets it go
         release_w = -1
-        os.waitpid(middle, 0)
         if msg != b"OK":
+            os.waitpid(middle, 0)
             child = 0  # it exits by itself
             raise RestoreError(msg.decode(errors="replace") or "the restored task died while setting up")
         pt.seize(child, TRACE_OPTIONS)
@@ -446,15 +451,17 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
             pt.cont(child, os.WSTOPSIG(status))
         sources = {"pages": (pages_view, lx.addr(pages_map))}
         sources.update(parents.sources)
-        warnings = _build_tree(tree, plan, child, built, sources, lazy,
-                               image_path)
+        # the intermediate exits while the memory is rebuilt; it must be gone (the root
+        # reparented) before the root's parent-death signal is set
+        warnings = _build_tree(tree, plan, child, built, sources, lazy, image_path,
+                               before_state=lambda: _reap(middle))
         return RestoreResult(child, sum(len(p.threads) for p in tree.processes),
                              time.monotonic() - t0, warnings)
     except BaseException:
         hosts = [b.host for b in built.values()] + ([child] if child else [])
         for h in hosts:
             try:
-                os.kill(h, signal.SIGKILL)
+                os.kill(h, lx.SIGKILL)
             except OSError:
                 pass
         _reap_tracees(time.monotonic() + 5)
@@ -478,6 +485,13 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         if own_pages_fd:
             os.close(pages_fd)
         reader.close()
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # already collected
+        pass
 
 
 def _reap_tracees(deadline: float) -> None:
@@ -596,8 +610,8 @@ TRACE_OPTIONS = (pt.O_EXITKILL | pt.O_TRACECLONE | pt.O_TRACEFORK | pt.O_TRACEVF
 
 
 def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Built],
-                sources: dict, lazy: bool = False,
-                image_path: str = "") -> list[str]:
+                sources: dict, lazy: bool = False, image_path: str = "",
+                before_state: Callable[[], object] | None = None) -> list[str]:
     warnings: list[str] = []
     root = tree.processes[0]
     mem_fd = os.open(f"/proc/{root_host}/mem", os.O_RDWR | os.O_CLOEXEC)
@@ -650,6 +664,8 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
             except OSError:
                 _group_without_leader(b, s, built)
     lastcap = last_cap()
+    if before_state is not None:
+        before_state()
     for proc in tree.processes:
         b = built.get(proc.pid)
         if b is None:
@@ -679,6 +695,7 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
             host_tid = b.host_tids[th.tid]
             cpu.restore(host_tid, th.regs, th.xstate, size)
             pt.set_sigmask(host_tid, th.sigmask)
+    server = 0
     if lazy:  # the page server must run before any restored task touches its memory
         from torpor.engine import lazy as lazy_pages
 
@@ -686,16 +703,19 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
         try:
             server = lazy_pages.start_server(spaces, set(), image_path=image_path,
                                              victims=[b.host for b in built.values()])
-            os.waitpid(server, 0)
         finally:
             for sp in spaces:
                 os.close(sp.fd)
-    for proc in reversed(tree.processes):
-        b = built.get(proc.pid)
-        if b is None:
-            continue
-        for th in proc.threads:
-            pt.detach(b.host_tids[th.tid])
+    try:
+        for proc in reversed(tree.processes):
+            b = built.get(proc.pid)
+            if b is None:
+                continue
+            for th in proc.threads:
+                pt.detach(b.host_tids[th.tid])
+    finally:
+        if server:  # the server's parent, which leaves at once: reaped once the tree runs
+            os.waitpid(server, 0)
     return warnings
 
 
@@ -805,7 +825,7 @@ def _make_zombie(b: Built, s: int, built: dict[int, Built], deferred: list[Proce
     regs.orig_rax = (1 << 64) - 1
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):  # those have no action to reset
+        if sig not in (lx.SIGKILL, lx.SIGSTOP):  # those have no action to reset
             inj.write(s, bytes(32))
             inj.call("rt_sigaction", sig, s, 0, 8)
         # tgkill(getpid(), gettid(), sig) inside the task: both are its own PID
@@ -821,16 +841,16 @@ def _make_zombie(b: Built, s: int, built: dict[int, Built], deferred: list[Proce
             break
         # the killing signal stops it first (signal-delivery-stop): deliver it
         deliver = os.WSTOPSIG(st) if os.WIFSTOPPED(st) and pt.stop_event(st) == 0 else 0
-        pt.cont(b.host, deliver if deliver != signal.SIGTRAP else 0)
+        pt.cont(b.host, deliver if deliver != lx.SIGTRAP else 0)
     os.close(b.mem_fd)
 
 
 def _drop_spurious_sigchld(b: Built, s: int) -> None:
     """Making zombies sent the parent a SIGCHLD it had not pending at checkpoint time."""
     proc = b.proc
-    if not any(c for c in proc.shared_pending if int.from_bytes(c[:4], "little") == signal.SIGCHLD):
+    if not any(c for c in proc.shared_pending if int.from_bytes(c[:4], "little") == lx.SIGCHLD):
         inj = b.inj
-        inj.write(s, (1 << (signal.SIGCHLD - 1)).to_bytes(8, "little") + bytes(16))
+        inj.write(s, (1 << (lx.SIGCHLD - 1)).to_bytes(8, "little") + bytes(16))
         inj.call(128, s, 0, s + 8, 8, check=False)  # rt_sigtimedwait(set, NULL, {0, 0})
 
 

@@ -5,24 +5,26 @@ checksum (`checksum`: xxh3_128 of the compact JSON encoding of the manifest with
 ""), so a damaged or hand-edited manifest is refused rather than silently believed.
 """
 
-from typing import Any
-
-import msgspec
 import xxhash
 
+from torpor import jsonlite
+from torpor.image import codec
+from torpor.image.codec import Record
+
 FORMAT = "torpor-image"
-FORMAT_VERSION = 1
+# 2: records are JSON (image/codec.py); 1 had msgpack records, no longer read
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 INCOMPLETE = "INCOMPLETE"
 
 # kinds of file listed in a manifest
-RECORD = "record"  # <name>.rec: one msgpack-encoded msgspec Struct
+RECORD = "record"  # <name>.rec: one record, JSON (image/codec.py)
 PAGES = "pages"  # <name>.img: page data (raw, or zstd frames addressed by <name>.idx)
 INDEX = "index"  # <name>.idx: frame index of a compressed page file
 BLOB = "blob"  # any other opaque file (put_file)
 
 
-class FileEntry(msgspec.Struct, omit_defaults=True):
+class FileEntry(Record, omit_defaults=True):
     """One file of the image, as stored on disk."""
 
     size: int  # bytes on disk
@@ -32,7 +34,7 @@ class FileEntry(msgspec.Struct, omit_defaults=True):
     raw_size: int = -1  # page files: logical (uncompressed) size; -1 = same as size
 
 
-class Manifest(msgspec.Struct, omit_defaults=True):
+class Manifest(Record, omit_defaults=True):
     format: str
     format_version: int
     torpor_version: str
@@ -42,11 +44,11 @@ class Manifest(msgspec.Struct, omit_defaults=True):
     kind: str  # "process-tree" | "container"
     xfeatures: int  # XCR0 mask the image needs
     files: dict[str, FileEntry]
-    meta: dict[str, Any] = {}
+    meta: dict[str, object] = {}
     checksum: str = ""  # xxh3_128 of the compact encoding with checksum = ""
 
 
-class FrameIndex(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+class FrameIndex(Record, array_like=True, forbid_unknown_fields=True):
     """<name>.idx: page file <name>.img is a sequence of independent zstd frames; frame i holds
     logical bytes [i * chunk_size, min((i + 1) * chunk_size, raw_size)) and occupies physical
     bytes [offsets[i], offsets[i + 1]) of the file."""
@@ -58,20 +60,19 @@ class FrameIndex(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     offsets: list[int]
 
 
-def manifest_checksum(doc: dict[str, Any]) -> str:
+def manifest_checksum(doc: dict[str, object]) -> str:
     """xxh3_128 of the compact JSON encoding of a manifest document (as decoded from JSON, keys
     in file order) without its `checksum` key. Unknown keys count too, so a field added by a
     newer writer of the same format_version keeps the checksum valid."""
     body = {k: v for k, v in doc.items() if k != "checksum"}
-    return xxhash.xxh3_128_hexdigest(msgspec.json.encode(body))
+    return xxhash.xxh3_128_hexdigest(codec.encode(body))
 
 
 def encode_manifest(m: Manifest) -> bytes:
     """Pretty JSON for the disk, sealed with its checksum (computed after one JSON round trip
     so that meta values JSON cannot keep exactly, such as tuples or bytes, hash the same as
     what a reader decodes)."""
-    doc = msgspec.to_builtins(m)
+    doc = codec.to_builtins(m)
     doc.pop("checksum", None)
-    doc = msgspec.json.decode(msgspec.json.encode(doc))
     doc["checksum"] = manifest_checksum(doc)
-    return msgspec.json.format(msgspec.json.encode(doc), indent=2) + b"\n"
+    return jsonlite.dumps(doc, indent=2).encode() + b"\n"

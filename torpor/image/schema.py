@@ -1,16 +1,16 @@
-"""Typed, versioned records of a process-tree image (msgspec Structs, msgpack on disk).
+"""Typed, versioned records of a process-tree image (image/codec.py records, JSON on disk).
 
 Every record carries the schema version it was written with (`SCHEMA_VERSION` in the tree
 record); a reader refuses a version newer than its own. The layout follows the kinds of kernel
 object the engine saves: tasks and threads, memory areas and their page runs, open files.
 """
 
-import msgspec
+from torpor.image.codec import Record
 
 SCHEMA_VERSION = 1
 
 
-class Rec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class Rec(Record, forbid_unknown_fields=True, omit_defaults=True):
     pass
 
 

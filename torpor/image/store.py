@@ -4,7 +4,7 @@ CONTRACT (implemented by the image owner; the engine codes against exactly this)
 
     w = ImageWriter(path)                # path must not exist or be an empty dir; creates it 0700,
                                          # writes marker file "INCOMPLETE" first
-    w.put_record("tree", struct)         # msgspec Struct -> <name>.rec (msgpack), 0600, written to a
+    w.put_record("tree", record)         # codec Record -> <name>.rec (JSON), 0600, written to a
                                          # temp name then renamed; checksum recorded
     pf = w.page_file("pages")            # PageFile for raw page data, file <name>.img, 0600
     off = pf.write(buf)                  # append bytes-like; returns the file offset it landed at
@@ -56,18 +56,17 @@ ADDITIONS (compatible with the contract above):
 
 from __future__ import annotations
 
+import _thread  # threading would import functools and collections (~3 ms)
 import mmap
 import os
 import stat
-import threading
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
 
-import msgspec
 import xxhash
 
+from torpor import jsonlite
 from torpor.errors import AlreadyExists, ImageError
+from torpor.image import codec
 from torpor.image.manifest import (
     BLOB,
     FORMAT,
@@ -83,7 +82,15 @@ from torpor.image.manifest import (
     encode_manifest,
     manifest_checksum,
 )
-from torpor.image.workers import Workers
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any, TypeVar
+
+    from torpor.image.workers import Workers
+
+    T = TypeVar("T")
 
 __all__ = [
     "FORMAT",
@@ -93,8 +100,6 @@ __all__ = [
     "Manifest",
     "PageFile",
 ]
-
-T = TypeVar("T")
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -233,10 +238,10 @@ class PageFile:
         self._stage = bytearray()
         self._raw_size = 0
         self._offsets: list[int] = [0]
-        self._tls = threading.local()
+        self._tls = _thread._local()
         # raw appends and reservations may come from two threads (the engine's copy-on-write
         # copier reserves while the dump appends)
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     # ---- the contract ----------------------------------------------------------------------
 
@@ -515,8 +520,8 @@ class ImageWriter:
         _check_name(name, "record name")
         self._check_open()
         try:
-            data = msgspec.msgpack.encode(struct)
-        except (TypeError, ValueError, msgspec.EncodeError) as e:
+            data = codec.encode(struct)
+        except (TypeError, ValueError) as e:
             raise _e(f"image {self.path}: {name}.rec: cannot encode record: {e}") from e
         self._put(name + ".rec", data, RECORD)
 
@@ -549,14 +554,14 @@ class ImageWriter:
         self._check_open()
         meta = dict(meta or {})
         try:
-            msgspec.json.encode(meta)
-        except (TypeError, ValueError, msgspec.EncodeError) as e:
+            codec.encode(meta)
+        except (TypeError, ValueError) as e:
             raise _e(f"image {self.path}: {MANIFEST}: cannot encode meta: {e}") from e
         try:
             for name, pf in self._pages.items():
                 self._files[pf.filename] = pf._finish(self._sync)
                 if pf.compressed:
-                    idx = msgspec.msgpack.encode(pf._index())
+                    idx = codec.encode(pf._index())
                     self._put(name + ".idx", idx, INDEX, claimed=True)
             if self._executor is not None:
                 self._executor.shutdown()
@@ -590,7 +595,7 @@ class ImageWriter:
             )
             try:
                 data = encode_manifest(m)
-            except (TypeError, ValueError, msgspec.EncodeError) as e:
+            except (TypeError, ValueError) as e:
                 raise _e(f"image {self.path}: {MANIFEST}: cannot encode meta: {e}") from e
             self._write_atomic(MANIFEST, data)
             if self._sync:
@@ -606,7 +611,7 @@ class ImageWriter:
             raise
         self._done = True
         self._close()
-        return msgspec.json.decode(data, type=Manifest)
+        return codec.decode(data, Manifest)
 
     def abort(self, remove: bool = False) -> None:
         """Give up: the directory stays marked INCOMPLETE, or is removed when remove=True."""
@@ -747,6 +752,8 @@ class ImageWriter:
             os.close(fd)
 
     def _pool(self) -> Workers:
+        from torpor.image.workers import Workers
+
         if self._executor is None:
             self._executor = Workers(max(1, len(os.sched_getaffinity(0))), "torpor-image")
         return self._executor
@@ -801,10 +808,10 @@ class ImageReader:
         filename = name + ".rec"
         data = self._read_verified(filename, RECORD)
         try:
-            return msgspec.msgpack.decode(data, type=type)
-        except msgspec.ValidationError as e:
+            return codec.decode(data, type)
+        except codec.ValidationError as e:
             raise _e(f"image {self.path}: {filename}: invalid record: {e}") from e
-        except (msgspec.DecodeError, ValueError) as e:  # ValueError: invalid UTF-8
+        except codec.DecodeError as e:
             raise _e(f"image {self.path}: {filename}: cannot decode: {e}") from e
 
     def verify_pages(self) -> None:
@@ -873,7 +880,7 @@ class ImageReader:
         os.ftruncate(fd, idx.raw_size)
         nframes = len(idx.offsets) - 1
         self._page_fd_raw(filename)  # opened here, not by two workers at once
-        local = threading.local()
+        local = _thread._local()
 
         def one(i: int) -> None:
             if getattr(local, "dctx", None) is None:
@@ -891,6 +898,8 @@ class ImageReader:
             for i in range(nframes):
                 one(i)
             return idx.raw_size
+        from torpor.image.workers import Workers
+
         workers = Workers(ncpu, "torpor-unzstd")
         try:
             jobs = []
@@ -968,14 +977,19 @@ class ImageReader:
         finally:
             os.close(fd)
         try:
-            raw = msgspec.json.decode(data)
-        except (msgspec.DecodeError, ValueError) as e:  # ValueError: invalid UTF-8
+            raw = jsonlite.loads(data)
+        except (ValueError, UnicodeDecodeError) as e:
             raise _e(f"image {p}: {MANIFEST} is not valid JSON (damaged image): {e}") from e
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise _e(f"image {p}: {MANIFEST} is not a torpor image manifest")
         version = raw.get("format_version")
         if type(version) is not int or version < 1:
             raise _e(f"image {p}: {MANIFEST}: unknown format_version {version!r}")
+        if version < FORMAT_VERSION:
+            raise _e(
+                f"image {p} has format version {version}, which this torpor ({_version()}) "
+                f"no longer reads (it reads {FORMAT_VERSION}): checkpoint again"
+            )
         if version > FORMAT_VERSION:
             raise _e(
                 f"image {p} has format version {version}, newer than this torpor "
@@ -984,8 +998,8 @@ class ImageReader:
         if manifest_checksum(raw) != raw.get("checksum"):
             raise _e(f"image {p}: {MANIFEST}: checksum mismatch (damaged or edited image)")
         try:
-            m = msgspec.convert(raw, type=Manifest)
-        except msgspec.ValidationError as e:
+            m = codec.convert(raw, Manifest)
+        except codec.ValidationError as e:
             raise _e(f"image {p}: {MANIFEST}: invalid manifest (damaged image): {e}") from e
         for filename, entry in m.files.items():
             self._check_entry(filename, entry)
@@ -1081,8 +1095,8 @@ class ImageReader:
         data = self._read_verified(filename, INDEX)
         bad = f"image {self.path}: {filename}: invalid frame index (damaged image)"
         try:
-            idx = msgspec.msgpack.decode(data, type=FrameIndex)
-        except (msgspec.MsgspecError, ValueError) as e:
+            idx = codec.decode(data, FrameIndex)
+        except ValueError as e:  # codec.DecodeError, codec.ValidationError
             raise _e(f"{bad}: {e}") from e
         n = -(-idx.raw_size // idx.chunk_size) if idx.chunk_size > 0 else -1
         offs = idx.offsets

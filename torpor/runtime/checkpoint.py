@@ -238,8 +238,8 @@ def _apply_tty(fd: int, saved: dict | None) -> None:
 def _write_stats(work_path: str, what: str, res) -> None:
     try:
         os.makedirs(work_path, exist_ok=True)
-        # the engine's CheckpointResult is a msgspec Struct: no __dict__, named fields
-        fields = res if isinstance(res, dict) else {k: getattr(res, k) for k in res.__struct_fields__}
+        # the engine's CheckpointResult is a record: named fields
+        fields = res if isinstance(res, dict) else {k: getattr(res, k) for k in res.__record_fields__}
         stats = {k: v for k, v in fields.items() if isinstance(v, (int, float, str))}
         write_json_atomic(os.path.join(work_path, f"torpor-{what}-stats.json"), stats, 0o644)
     except (OSError, TypeError):

@@ -38,9 +38,9 @@ def main(argv: list[str], g) -> int:
         summary = describe(reader)
         tree = reader.record("tree", TreeImage) if "tree" in reader.records() else None
         if args.format == "json":
-            import msgspec
+            from torpor.image.codec import to_builtins
 
-            summary["tree"] = msgspec.to_builtins(tree) if tree else None
+            summary["tree"] = to_builtins(tree) if tree else None
             if tree:
                 for p in summary["tree"]["processes"]:
                     for th in p["threads"]:

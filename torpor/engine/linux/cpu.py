@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-from functools import cache
 
 # xor ecx,ecx; xgetbv; shl rdx,32; or rax,rdx; ret
 _XGETBV0 = bytes.fromhex("31c90f01d048c1e2204809d0c3")
@@ -16,15 +15,20 @@ XFEATURE_NAMES = {
 }
 
 
-@cache
+_xcr0: list[int] = []  # memo (not functools.cache: functools costs ~2 ms to import)
+
+
 def xcr0() -> int:
     """The XCR0 register of this CPU (which xstate components the kernel enabled)."""
+    if _xcr0:
+        return _xcr0[0]
     buf = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
     buf.write(_XGETBV0)
     addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
     fn = ctypes.CFUNCTYPE(ctypes.c_uint64)(addr)
     value = fn()
     del fn
+    _xcr0.append(value)
     return value
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import array
 import ctypes
 import fcntl
 import os
@@ -104,7 +103,7 @@ class PageMap:
         """Fallback: decode pagemap entries (slow in Python, kept for old kernels)."""
         npages = (end - start) // PAGE_SIZE
         raw = os.pread(self.fd, npages * 8, start // PAGE_SIZE * 8)
-        ents = array.array("Q", raw)
+        ents = memoryview(raw).cast("Q")
         out: list[tuple[int, int, int]] = []
         for i, e in enumerate(ents):
             cat = 0

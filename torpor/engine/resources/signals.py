@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from torpor.engine.linux import ptrace as pt
 from torpor.image.schema import SigAction
 
+TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from torpor.engine.inject import Injector
 
 NSIG = 64

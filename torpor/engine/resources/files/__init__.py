@@ -12,12 +12,13 @@ import importlib
 import os
 import stat
 import sys
-from typing import TYPE_CHECKING
 
 from torpor.engine.linux import sys as lx
 from torpor.engine.linux.procfs import read_fdinfo
 from torpor.errors import TorporError
 from torpor.image.schema import ExternalFile, Fd
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -46,7 +47,7 @@ def preload(records: list) -> None:
     """Import the kinds an image's file records need. Restore opens them in the root child,
     which may already be inside the container's root, where torpor's modules are not."""
     for rec in records:
-        name = BY_TAG.get(type(rec).__struct_config__.tag)
+        name = BY_TAG.get(type(rec)._tag)
         if name is not None:
             kind_module(name)
 
@@ -170,7 +171,7 @@ def open_for_restore(rec, rctx) -> int:
         if fd is None:
             raise TorporError(f"the image needs the caller to provide {rec.key!r}")
         return os.dup(fd)
-    name = BY_TAG.get(type(rec).__struct_config__.tag)
+    name = BY_TAG.get(type(rec)._tag)
     if name is not None:
         return kind_module(name).open(rec, rctx)
     raise TorporError(f"image holds a file of unknown kind {type(rec).__name__}")
