@@ -87,13 +87,15 @@ class Record:
 
 
 class _Codec:
-    """A record class's fields: (name, decoder, default, default is a factory)."""
+    """A record class's fields: (name, exact, decoder, default, default is a factory).
+    exact is the field's type when a JSON value of exactly that type is taken as it is (int,
+    str, bool: the common case, checked inline), else None."""
 
     __slots__ = ("cls", "fields", "names", "required", "by_name")
 
     def __init__(self, cls: type) -> None:
         self.cls = cls
-        self.fields: list[tuple[str, Callable, Any, bool]] = []
+        self.fields: list[tuple[str, type | None, Callable, Any, bool]] = []
         defaults = cls.__record_defaults__
         for name, tp in cls.__dict__.get("__annotations__", {}).items():
             if isinstance(tp, str):  # postponed annotations: resolved in the class's module
@@ -102,10 +104,11 @@ class _Codec:
                 tp = eval(tp, vars(sys.modules[cls.__module__]))  # noqa: S307 - own source
             d = defaults.get(name, _MISSING)
             fac = isinstance(d, Factory)
-            self.fields.append((name, _decoder(tp), d.make if fac else d, fac))
+            exact = tp if tp in (int, str, bool) else None
+            self.fields.append((name, exact, _decoder(tp), d.make if fac else d, fac))
         self.names = [f[0] for f in self.fields]
         self.by_name = {f[0]: f for f in self.fields}
-        self.required = sum(1 for f in self.fields if f[2] is _MISSING)
+        self.required = sum(1 for f in self.fields if f[3] is _MISSING)
 
 
 def _codec(cls: type) -> _Codec:
@@ -171,7 +174,7 @@ def _decoder(tp: object) -> Callable[[object], object]:
     if tp in _SCALARS:
         return _SCALARS[tp]
     if isinstance(tp, type) and issubclass(tp, Record):
-        return lambda v: _decode_record(tp, v)
+        return _record_decoder(tp)
     if isinstance(tp, types.UnionType):
         return _union_decoder(tp.__args__)
     if isinstance(tp, types.GenericAlias):
@@ -189,13 +192,15 @@ def _decoder(tp: object) -> Callable[[object], object]:
 
 
 def _list_decoder(tp: object) -> Callable[[object], list]:
-    if tp in (int, str, bool):  # the common lists of scalars: checked in one pass
+    if tp in (int, str, bool):  # the common lists of scalars: their types in one C-level pass
+        only = {tp}
+
         def check(v: object) -> list:
             if type(v) is not list:
                 raise _expected("array", v)
-            for i, x in enumerate(v):
-                if type(x) is not tp:
-                    raise _expected(tp.__name__, x).at(f"[{i}]")
+            if v and set(map(type, v)) != only:
+                i = next(i for i, x in enumerate(v) if type(x) is not tp)
+                raise _expected(tp.__name__, v[i]).at(f"[{i}]")
             return v
         return check
     return _list_decoder_of(_decoder(tp), "array")
@@ -205,13 +210,16 @@ def _list_decoder_of(item: Callable, what: str) -> Callable[[object], list]:
     def decode(v: object) -> list:
         if type(v) is not list:
             raise _expected(what, v)
-        out = []
-        for i, x in enumerate(v):
+        try:
+            return [item(x) for x in v]
+        except ValidationError:
+            pass
+        for i, x in enumerate(v):  # again, to say which item
             try:
-                out.append(item(x))
+                item(x)
             except ValidationError as e:
                 raise e.at(f"[{i}]") from None
-        return out
+        raise AssertionError("unreachable")
     return decode
 
 
@@ -270,7 +278,7 @@ def _union_decoder(args: tuple) -> Callable[[object], object]:
     for a in others:
         if not (isinstance(a, type) and issubclass(a, Record) and a._tag):
             raise TypeError(f"a union of records needs tags: {a!r}")
-        tags[a._tag] = a
+        tags[a._tag] = _record_decoder(a)
     nullable = len(others) < len(args)
 
     def decode(v: object) -> object:
@@ -279,54 +287,75 @@ def _union_decoder(args: tuple) -> Callable[[object], object]:
         if type(v) is not dict:
             raise _expected("object", v)
         tag = v.get(TAG_FIELD)
-        cls = tags.get(tag)  # type: ignore[arg-type]
-        if cls is None:
+        dec = tags.get(tag)  # type: ignore[arg-type]
+        if dec is None:
             raise ValidationError(f"Invalid value {tag!r}").at(f".{TAG_FIELD}")
-        return _decode_record(cls, v)
+        return dec(v)
     return decode
 
 
-def _decode_record(cls: type[T], v: object) -> T:
-    c = _codec(cls)
-    values: dict[str, object] = {}
-    if type(v) is dict and not cls._array_like:
-        seen = 0
-        for name, dec, default, fac in c.fields:
-            x = v.get(name, _MISSING)
-            if x is _MISSING:
-                if default is _MISSING:
-                    raise ValidationError(f"Object missing required field `{name}`")
-                values[name] = default() if fac else default
-                continue
-            seen += 1
-            try:
-                values[name] = dec(x)
-            except ValidationError as e:
-                raise e.at(f".{name}") from None
-        if cls._tag is not None:
-            if v.get(TAG_FIELD) != cls._tag:
-                raise ValidationError(f"Invalid value {v.get(TAG_FIELD)!r}").at(f".{TAG_FIELD}")
-            seen += 1
-        if cls._forbid_unknown and seen != len(v):
-            unknown = next(k for k in v if k not in c.by_name and k != TAG_FIELD)
-            raise ValidationError(f"Object contains unknown field `{unknown}`")
-    elif type(v) is list and cls._array_like:
-        if not c.required <= len(v) <= len(c.fields):
-            raise ValidationError(f"Expected `array` of length {c.required} to "
-                                  f"{len(c.fields)}, got {len(v)}")
-        for i, (name, dec, default, fac) in enumerate(c.fields):
-            if i < len(v):
+def _record_decoder(cls: type[T]) -> Callable[[object], T]:
+    """The decoder of one record class (its fields are looked up at its first use: the
+    annotations may name classes defined after it). Values of a field's exact type (int, str,
+    bool: most of them) are taken inline; the rest go through the field's decoder."""
+    fields: list = []
+    c: _Codec | None = None
+    tag, forbid, array_like = cls._tag, cls._forbid_unknown, cls._array_like
+    new = cls.__new__
+
+    def decode(v: object) -> T:
+        nonlocal c, fields
+        if c is None:
+            c = _codec(cls)
+            fields = c.fields
+        values: dict[str, object] = {}
+        if type(v) is dict and not array_like:
+            get = v.get
+            seen = 0
+            for name, exact, dec, default, fac in fields:
+                x = get(name, _MISSING)
+                if type(x) is exact:
+                    values[name] = x
+                    seen += 1
+                elif x is _MISSING:
+                    if default is _MISSING:
+                        raise ValidationError(f"Object missing required field `{name}`")
+                    values[name] = default() if fac else default
+                else:
+                    seen += 1
+                    try:
+                        values[name] = dec(x)
+                    except ValidationError as e:
+                        raise e.at(f".{name}") from None
+            if tag is not None:
+                if get(TAG_FIELD) != tag:
+                    raise ValidationError(f"Invalid value {get(TAG_FIELD)!r}").at(f".{TAG_FIELD}")
+                seen += 1
+            if forbid and seen != len(v):
+                unknown = next(k for k in v if k not in c.by_name and k != TAG_FIELD)
+                raise ValidationError(f"Object contains unknown field `{unknown}`")
+        elif type(v) is list and array_like:
+            if not c.required <= len(v) <= len(fields):
+                raise ValidationError(f"Expected `array` of length {c.required} to "
+                                      f"{len(fields)}, got {len(v)}")
+            for i, (name, exact, dec, default, fac) in enumerate(fields):
+                if i >= len(v):
+                    values[name] = default() if fac else default
+                    continue
+                x = v[i]
+                if type(x) is exact:
+                    values[name] = x
+                    continue
                 try:
-                    values[name] = dec(v[i])
+                    values[name] = dec(x)
                 except ValidationError as e:
                     raise e.at(f"[{i}]") from None
-            else:
-                values[name] = default() if fac else default
-    else:
-        raise _expected("array" if cls._array_like else "object", v)
-    obj = cls.__new__(cls)
-    obj.__dict__.update(values)
-    return obj
+        else:
+            raise _expected("array" if array_like else "object", v)
+        obj = new(cls)
+        obj.__dict__ = values
+        return obj
+    return decode
 
 
 def convert(value: object, tp: type[T]) -> T:
@@ -352,26 +381,57 @@ def _encode_default(o: object) -> object:
     if type(o) is bytes or type(o) is bytearray or type(o) is memoryview:
         return binascii.b2a_base64(o, newline=False).decode("ascii")
     if isinstance(o, Record):
-        c = _codec(type(o))
-        d = o.__dict__
-        if o._array_like:
-            return [d[n] for n in c.names]
-        out: dict[str, object] = {TAG_FIELD: o._tag} if o._tag is not None else {}
-        if o._omit_defaults:
-            for name, _, default, fac in c.fields:
-                x = d[name]
-                if fac:
-                    if x or type(x) not in (list, dict):
-                        out[name] = x
-                elif default is _MISSING or x != default or type(x) is not type(default):
-                    out[name] = x
-        else:
-            for name in c.names:
-                out[name] = d[name]
-        return out
+        enc = _encoders.get(type(o))
+        if enc is None:
+            enc = _encoders[type(o)] = _record_encoder(type(o))
+        return enc(o)
     if isinstance(o, tuple | set | frozenset):
         return list(o)
     raise TypeError(f"cannot encode a {type(o).__name__}")
+
+
+_encoders: dict[type, Callable[[object], object]] = {}
+
+
+def _record_encoder(cls: type) -> Callable[[object], object]:
+    """What a record of class cls becomes for the C encoder: a tuple of its fields
+    (array_like), or a dict of them without those equal to their default (omit_defaults)."""
+    c = _codec(cls)
+    names = tuple(c.names)
+    if cls._array_like:
+        def as_array(o: object) -> object:
+            d = o.__dict__
+            return tuple([d[n] for n in names])
+        return as_array
+    first = {TAG_FIELD: cls._tag} if cls._tag is not None else {}
+    if not cls._omit_defaults:
+        def as_object(o: object) -> object:
+            d = o.__dict__
+            out = dict(first)
+            for n in names:
+                out[n] = d[n]
+            return out
+        return as_object
+    always = tuple(f[0] for f in c.fields if f[3] is _MISSING)
+    # (name, default value, type of default) or (name, None, None) for an empty-list/dict
+    # default made by a factory
+    optional = tuple((f[0], None, None) if f[4] else (f[0], f[3], type(f[3]))
+                     for f in c.fields if f[3] is not _MISSING)
+
+    def as_sparse_object(o: object) -> object:
+        d = o.__dict__
+        out = dict(first)
+        for n in always:
+            out[n] = d[n]
+        for n, default, dtype in optional:
+            x = d[n]
+            if dtype is None:
+                if x or type(x) not in (list, dict):
+                    out[n] = x
+            elif x != default or type(x) is not dtype:
+                out[n] = x
+        return out
+    return as_sparse_object
 
 
 _encoder = _json.make_encoder(None, _encode_default, _json.encode_basestring_ascii, None,

@@ -348,7 +348,7 @@ class Process(Rec):
     vmas: list[Vma]
     mm: MmFields
     fds: list[Fd]
-    sigactions: list[SigAction]
+    sigactions: list[SigAction]  # those other than SIG_DFL with no flags, mask or restorer
     shared_pending: list[bytes]
     creds: Creds
     rlimits: list[list[int]]  # [cur, max] for RLIMIT 0..15
