@@ -189,16 +189,16 @@ def _verify_in_background(image_path: str, victims: list[int]):
 
 
 def start_server(spaces: list[Space], keep_fds: set[int], image_path: str = "",
-                 victims: list[int] | None = None) -> int:
-    """Fork the server (detached, in its own session); returns its PID. The caller closes its
-    own copies of the userfaultfds afterwards."""
+                 victims: list[int] | None = None, own_child: bool = False) -> int:
+    """Fork the server (detached, in its own session); returns the PID of the child to reap.
+    The server proper is a grandchild (the child leaves at once), or with own_child the
+    child itself, for a caller about to exit (the server is reparented then). The caller
+    closes its own copies of the userfaultfds afterwards."""
     pid = os.fork()
     if pid:
         return pid
     try:
-        # the server proper is a grandchild (nobody waits on it); the child leaves at once,
-        # so the restorer's wait for it is short
-        if os.fork():
+        if not own_child and os.fork():
             os._exit(0)
         os.setsid()  # its own session: no terminal's hangup reaches it (it opens no tty)
         null = os.open("/dev/null", os.O_RDWR)

@@ -279,8 +279,8 @@ def _open_all(plan: Plan, opener: FileOpener) -> None:
             os.close(fd)
 
 
-def _root_child(plan: Plan, opener: FileOpener, report_fd: int, hold_fd: int,
-                child_setup: Callable[[], None] | None) -> None:
+def _root_child(plan: Plan, opener: FileOpener, child_setup: Callable[[], None] | None,
+                report_fd: int, hold_fd: int) -> None:
     """The root task while it is still Python: caller's setup, files, fds, cwd, session;
     then it reports and blocks on hold_fd until the restorer seizes it. If the restorer dies
     first, hold_fd reads EOF and the task exits: nothing is left behind. Never returns."""
@@ -353,13 +353,17 @@ ProcessRestore = Built  # the name resource modules know it by
 
 def restore_tree(image_path: str, *, clone_flags: int = 0,
                  child_setup: Callable[[], None] | None = None,
-                 inherit_fds: dict[str, int] | None = None, lazy: bool = False) -> RestoreResult:
+                 inherit_fds: dict[str, int] | None = None, lazy: bool = False,
+                 caller_exits: bool = False) -> RestoreResult:
     """Rebuild the process tree of an image; returns when it runs again.
 
-    The root task is forked from the calling process with clone3(clone_flags, set_tid=[root
-    pid]); with CLONE_NEWPID it is PID 1 of a new PID namespace. child_setup() runs in it
-    first (still Python): the caller's chance to set up mounts, cgroup, hostname. The caller
-    ends up the parent of the restored root."""
+    The root task is forked with clone3(clone_flags, set_tid=[root pid]); with CLONE_NEWPID
+    it is PID 1 of a new PID namespace. child_setup() runs in it first (still Python): the
+    caller's chance to set up mounts, cgroup, hostname. An intermediate process forks it and
+    exits, so that its parent is the caller's subreaper (a shim, conmon, torpor's monitor) or
+    init, never a short-lived command. caller_exits: the caller exits once this returns (the
+    `torpor restore` command), so a lazy page server may be its own child (it is reparented
+    when the caller exits) rather than a grandchild behind a child to wait for."""
     t0 = time.monotonic()
     reader = ImageReader(image_path)
     tree = reader.record("tree", TreeImage)
@@ -385,63 +389,12 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
     plan = Plan(tree)
     opener = FileOpener(tree, pages_view, inherit_fds or {})
     built: dict[int, Built] = {}
-    report_r, report_w = os.pipe2(os.O_CLOEXEC)  # root task -> restorer: "OK" or an error
-    hold_r, hold_w = os.pipe2(os.O_CLOEXEC)  # the root task waits on it until seized
-    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)  # intermediate -> restorer: the root's host PID
-    release_r, release_w = os.pipe2(os.O_CLOEXEC)  # restorer -> intermediate: EOF = go
-    child = 0
+    pipes = _RootPipes()
+    child = middle = 0
     try:
-        # An intermediate process forks the root and exits at once, so the root's parent is
-        # the caller's subreaper (a shim, conmon, torpor's monitor) or init, never this
-        # short-lived command; the restorer then traces it with PTRACE_SEIZE.
         session, group = _outer_session(root, clone_flags)
-        middle = fork_with_pid([session]) if session else os.fork()
-        if middle == 0:
-            try:
-                os.close(report_r)
-                os.close(pid_r)
-                os.close(hold_w)
-                os.close(release_w)
-                if session:  # the root's session leader had exited: this process stands in
-                    os.setsid()
-                if group and _group_helper(group, (report_w, pid_w, release_r)):
-                    os._exit(0)  # the helper that founded the group forks the root below
-                root_task = fork_with_pid([root.pid], clone_flags)
-                if root_task == 0:
-                    os.close(pid_w)
-                    os.close(release_r)
-                    _root_child(plan, opener, report_w, hold_r, child_setup)
-                os.write(pid_w, str(root_task).encode())
-                os.close(pid_w)
-                # stay its parent until the restorer has its report: a root that failed is
-                # reaped here instead of lingering as a zombie of whoever adopts it
-                os.close(report_w)
-                if os.read(release_r, 1) == b"R":  # it failed: wait for its exit and reap it
-                    os.waitpid(root_task, 0)
-            except BaseException as err:  # noqa: BLE001 - reported to the restorer
-                if isinstance(err, FileExistsError):
-                    err = AlreadyExists(f"cannot restore: PID {root.pid} is in use")
-                os.write(pid_w, b"E" + str(err).encode()[:4000])
-            os._exit(0)
-        for fd in (report_w, hold_r, pid_w, release_r):
-            os.close(fd)
-        report_w = hold_r = pid_w = release_r = -1
-        answer = _read_all(pid_r)
-        if not answer or answer.startswith(b"E"):
-            os.close(release_w)
-            release_w = -1
-            os.waitpid(middle, 0)
-            raise RestoreError(answer[1:].decode(errors="replace") or "cannot fork the root task")
-        child = int(answer)
-        msg = _read_all(report_r)
-        if msg != b"OK":
-            os.write(release_w, b"R")
-        os.close(release_w)  # the intermediate reaps a failed root, or exits and lets it go
-        release_w = -1
-        if msg != b"OK":
-            os.waitpid(middle, 0)
-            child = 0  # it exits by itself
-            raise RestoreError(msg.decode(errors="replace") or "the restored task died while setting up")
+        child, middle = _fork_root(root, clone_flags, (plan, opener, child_setup), pipes,
+                                   session, group)
         pt.seize(child, TRACE_OPTIONS)
         pt.interrupt(child)
         while True:
@@ -454,7 +407,8 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         # the intermediate exits while the memory is rebuilt; it must be gone (the root
         # reparented) before the root's parent-death signal is set
         warnings = _build_tree(tree, plan, child, built, sources, lazy, image_path,
-                               before_state=lambda: _reap(middle))
+                               before_state=(lambda: _reap(middle)) if middle else None,
+                               own_server=caller_exits)
         return RestoreResult(child, sum(len(p.threads) for p in tree.processes),
                              time.monotonic() - t0, warnings)
     except BaseException:
@@ -472,9 +426,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
                 os.close(b.mem_fd)
             except OSError:
                 pass
-        for fd in (report_r, report_w, hold_r, hold_w, pid_r, pid_w, release_r, release_w):
-            if fd >= 0:
-                os.close(fd)
+        pipes.close()
         opener.close()
         pages_view.release()
         try:
@@ -485,6 +437,93 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         if own_pages_fd:
             os.close(pages_fd)
         reader.close()
+
+
+class _RootPipes:
+    """The root task reports "OK" (or an error) on `report`, then blocks reading `hold`
+    until the restorer has seized it; EOF on `hold` (the restorer died) makes it exit."""
+
+    def __init__(self) -> None:
+        self.report_r, self.report_w = os.pipe2(os.O_CLOEXEC)
+        self.hold_r, self.hold_w = os.pipe2(os.O_CLOEXEC)
+
+    def in_child(self) -> None:
+        """In any child: the restorer's ends are not its to hold."""
+        os.close(self.report_r)
+        os.close(self.hold_w)
+
+    def wait_report(self) -> bytes:
+        """In the restorer: the root task's report (read to EOF)."""
+        for name in ("report_w", "hold_r"):  # the root task's ends
+            os.close(getattr(self, name))
+            setattr(self, name, -1)
+        return _read_all(self.report_r)
+
+    def close(self) -> None:
+        for name in ("report_r", "report_w", "hold_r", "hold_w"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
+
+def _fork_root(root: Process, clone_flags: int, setup: tuple, pipes: _RootPipes,
+                          session: int, group: int) -> tuple[int, int]:
+    """The root task, forked by an intermediate process that exits once the root has
+    reported that it is ready (or reaps a root that failed): the root's parent is then the
+    caller's subreaper or init before the root runs again. (Forked by the restorer itself,
+    the root would see the short-lived restorer as its parent for a moment: a program that
+    watches getppid() takes that for its parent's death.) The intermediate stands in for
+    the session leader when `session`, with a group-founding helper when `group`. Returns
+    (root, intermediate)."""
+    pid_r, pid_w = os.pipe2(os.O_CLOEXEC)  # intermediate -> restorer: the root's host PID
+    release_r, release_w = os.pipe2(os.O_CLOEXEC)  # restorer -> intermediate: EOF = go
+    try:
+        middle = fork_with_pid([session]) if session else os.fork()
+        if middle == 0:
+            try:
+                pipes.in_child()
+                os.close(pid_r)
+                os.close(release_w)
+                if session:  # the root's session leader had exited: this process stands in
+                    os.setsid()
+                if group and _group_helper(group, (pipes.report_w, pid_w, release_r)):
+                    os._exit(0)  # the helper that founded the group forks the root below
+                root_pid = fork_with_pid([root.pid], clone_flags)
+                if root_pid == 0:
+                    os.close(pid_w)
+                    os.close(release_r)
+                    _root_child(*setup, pipes.report_w, pipes.hold_r)  # never returns
+                os.write(pid_w, str(root_pid).encode())
+                os.close(pid_w)
+                os.close(pipes.report_w)
+                if os.read(release_r, 1) == b"R":  # it failed: wait for its exit and reap it
+                    os.waitpid(root_pid, 0)
+            except BaseException as err:  # noqa: BLE001 - reported to the restorer
+                if isinstance(err, FileExistsError):
+                    err = AlreadyExists(f"cannot restore: PID {root.pid} is in use")
+                os.write(pid_w, b"E" + str(err).encode()[:4000])
+            os._exit(0)
+        os.close(pid_w)
+        os.close(release_r)
+        pid_w = release_r = -1
+        answer = _read_all(pid_r)
+        if not answer or answer.startswith(b"E"):
+            os.waitpid(middle, 0)
+            raise RestoreError(answer[1:].decode(errors="replace") or "cannot fork the root task")
+        msg = pipes.wait_report()
+        if msg != b"OK":
+            os.write(release_w, b"R")
+        os.close(release_w)  # the intermediate reaps a failed root, or exits and lets it go
+        release_w = -1
+        if msg != b"OK":
+            os.waitpid(middle, 0)
+            raise RestoreError(msg.decode(errors="replace") or "the restored task died while setting up")
+        return int(answer), middle
+    finally:
+        for fd in (pid_r, pid_w, release_r, release_w):
+            if fd >= 0:
+                os.close(fd)
 
 
 def _reap(pid: int) -> None:
@@ -598,9 +637,9 @@ def _read_all(fd: int) -> bytes:
     return out
 
 
-def restore(image_path: str, lazy: bool = False) -> RestoreResult:
-    """Restore a host process tree (no new namespaces)."""
-    return restore_tree(image_path, lazy=lazy)
+def restore(image_path: str, lazy: bool = False, caller_exits: bool = False) -> RestoreResult:
+    """Restore a host process tree (no new namespaces); caller_exits as for restore_tree."""
+    return restore_tree(image_path, lazy=lazy, caller_exits=caller_exits)
 
 
 # O_SUSPEND_SECCOMP: the runtime may have put a seccomp filter on the root (inherited by the
@@ -611,7 +650,8 @@ TRACE_OPTIONS = (pt.O_EXITKILL | pt.O_TRACECLONE | pt.O_TRACEFORK | pt.O_TRACEVF
 
 def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Built],
                 sources: dict, lazy: bool = False, image_path: str = "",
-                before_state: Callable[[], object] | None = None) -> list[str]:
+                before_state: Callable[[], object] | None = None,
+                own_server: bool = False) -> list[str]:
     warnings: list[str] = []
     root = tree.processes[0]
     mem_fd = os.open(f"/proc/{root_host}/mem", os.O_RDWR | os.O_CLOEXEC)
@@ -702,7 +742,8 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
         spaces = [b.space for b in built.values() if b.space is not None]
         try:
             server = lazy_pages.start_server(spaces, set(), image_path=image_path,
-                                             victims=[b.host for b in built.values()])
+                                             victims=[b.host for b in built.values()],
+                                             own_child=own_server)
         finally:
             for sp in spaces:
                 os.close(sp.fd)
@@ -714,7 +755,7 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
             for th in proc.threads:
                 pt.detach(b.host_tids[th.tid])
     finally:
-        if server:  # the server's parent, which leaves at once: reaped once the tree runs
+        if server and not own_server:  # its parent, which leaves at once: reaped once the tree runs
             os.waitpid(server, 0)
     return warnings
 

@@ -31,7 +31,7 @@ def main(argv: list[str], g) -> int:
     if not args.container_id:
         from torpor.engine.restore import restore
 
-        res = restore(args.image_path, lazy=args.lazy)
+        res = restore(args.image_path, lazy=args.lazy, caller_exits=True)
         if args.pid_file:
             from torpor.cli.output import write_pid_file
 
