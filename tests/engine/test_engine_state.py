@@ -197,3 +197,45 @@ def test_hard_limit_above_the_restorers_is_capped_with_a_warning(compile_c, proc
     assert resource.prlimit(pid, resource.RLIMIT_NOFILE) == (lower, lower)
     wait_for_lines(out, n + 3)
     assert_consecutive([int(x) for x in read_lines(out)])
+
+
+HIGH_FD_PROGRAM = """
+import os, sys, time
+os.dup2(os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), 3000)  # > 1024
+i = 0
+while True:
+    os.write(3000, f"{i}\\n".encode())
+    i += 1
+    time.sleep(0.02)
+"""
+
+
+def test_fd_above_the_restorers_soft_limit(procs, tmp_path: Path) -> None:
+    """A process whose fd numbers exceed the restorer's soft RLIMIT_NOFILE: the root task
+    raises its own soft limit (within the hard one) before it arranges the fds, and the
+    restored program writes on through fd 3000."""
+    import resource
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert hard >= 8192
+
+    def limits(soft: int):
+        return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    p = subprocess.Popen([sys.executable, "-c", HIGH_FD_PROGRAM, out], preexec_fn=limits(4096),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.adopt(p.pid)
+    wait_for_lines(out, 3)
+    n = len(checkpoint_kill(procs, p.pid, tmp_path / "img", out))
+    res = subprocess.run([sys.executable, "-m", "torpor", "restore", "--image-path", tmp_path / "img"],
+                         capture_output=True, text=True, timeout=40, preexec_fn=limits(1024),
+                         stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    pid = int(res.stdout.split()[-1])
+    procs.adopt(pid)
+    assert resource.prlimit(pid, resource.RLIMIT_NOFILE) == (4096, hard)  # its own, as saved
+    wait_for_lines(out, n + 3)
+    assert_consecutive([int(x) for x in read_lines(out)], start=0)
