@@ -19,9 +19,10 @@ from helpers import REPO, Procs, read_lines, wait_for_lines
 pytestmark = pytest.mark.timeout(60)
 
 
-# `python -m torpor ARGS`, writing the names of the modules loaded when it exits to argv[1]
+# what the installed `torpor` script runs (not `python -m torpor`: runpy imports importlib),
+# writing the names of the modules loaded when it exits to argv[1]
 RUN_AND_LIST = """
-import os, runpy, sys
+import os, sys
 listing = sys.argv.pop(1)
 leave = os._exit  # torpor leaves by os._exit, past atexit
 def dump_and_leave(code):
@@ -30,7 +31,8 @@ def dump_and_leave(code):
     leave(code)
 os._exit = dump_and_leave
 sys.argv[0] = "torpor"
-runpy.run_module("torpor", run_name="__main__")
+from torpor.cli.main import entry
+entry()
 """
 
 
@@ -45,10 +47,11 @@ def imported(tmp_path: Path, *args: object) -> tuple[set[str], subprocess.Comple
 
 # neither a plain checkpoint nor an eager restore takes these paths; the rest is only
 # start-up cost: typing (~4 ms), enum (signal's enums, re), json and re, msgspec (its C
-# module imports typing, datetime, decimal and uuid: ~20 ms), logging, concurrent.futures
+# module imports typing, datetime, decimal and uuid: ~20 ms), logging, concurrent.futures,
+# importlib (its package imports warnings)
 NOT_AT_START = {"torpor.engine.cow", "torpor.engine.lazy", "typing_extensions", "zstandard",
                 "logging", "concurrent.futures", "typing", "enum", "signal", "re", "json",
-                "msgspec", "datetime", "decimal", "uuid", "dataclasses"}
+                "msgspec", "datetime", "decimal", "uuid", "dataclasses", "importlib", "warnings"}
 
 
 def test_checkpoint_and_restore_load_only_their_path(compile_c, procs: Procs, tmp_path: Path) -> None:

@@ -20,11 +20,10 @@ saved open file description (valid until the end of the restore).
 
 from __future__ import annotations
 
-import importlib
-
 # module names under torpor.engine.resources, imported when a checkpoint or restore runs
 PROCESS_RESOURCE_MODULES: list[str] = ["posix_timers", "file_locks"]
 
 
 def process_resources() -> list:
-    return [importlib.import_module(f"torpor.engine.resources.{m}") for m in PROCESS_RESOURCE_MODULES]
+    # __import__ with a fromlist gives the submodule itself; importlib would import warnings
+    return [__import__(f"torpor.engine.resources.{m}", fromlist=["_"]) for m in PROCESS_RESOURCE_MODULES]

@@ -8,7 +8,6 @@ Each kind module provides
 
 from __future__ import annotations
 
-import importlib
 import os
 import stat
 import sys
@@ -40,7 +39,7 @@ BY_TAG = {"unix": "unix", "inet": "inet", "pipe": "pipe", "eventfd": "eventfd", 
 
 
 def kind_module(name: str) -> ModuleType:
-    return importlib.import_module(f"torpor.engine.resources.files.{name}")
+    return __import__(f"torpor.engine.resources.files.{name}", fromlist=["_"])  # not importlib: warnings
 
 
 def preload(records: list) -> None:
