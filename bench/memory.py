@@ -13,6 +13,7 @@ MiB/s = dirty MiB / wall time of the whole command (interpreter start included).
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 
@@ -72,7 +73,10 @@ def one(ctx, mib: int, r: int, acc: dict) -> None:
     try:
         wait_file(ready, proc=p)
         time.sleep(0.05)
-        # 1. leave-running checkpoint
+        # 1. leave-running checkpoint (before each command, untimed, the dirty pages of the
+        # earlier ones go to disk: with gigabytes pending, ext4 throttles writers to disk
+        # speed and stalls even small reads of the image)
+        os.sync()
         img1 = d / "img-lr"
         res = torpor("checkpoint", "--pid", p.pid, "--image-path", img1, "--leave-running")
         if res.ok():
@@ -104,6 +108,7 @@ def one(ctx, mib: int, r: int, acc: dict) -> None:
         wait_gone(p.pid)
         reap_zombies()
         # 3. restore, right after the first-touch limit at the same size
+        os.sync()
         ft = limits.first_touch(mib * MiB)
         res = torpor("restore", "--image-path", img2)
         rpid = restored_pid(res)
@@ -117,6 +122,7 @@ def one(ctx, mib: int, r: int, acc: dict) -> None:
         kill_tree(rpid)
         wait_gone(rpid)
         reap_zombies()
+        os.sync()
         res = torpor("restore", "--lazy", "--image-path", img2)
         rpid = restored_pid(res)
         if rpid is None:
