@@ -1,4 +1,4 @@
-"""procfs.read_bracketed_areas against the full maps parser, on this process's real maps."""
+"""procfs.read_bracketed_areas and read_layout against the full maps parser, on real maps."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from helpers import wait_until
 
-from torpor.engine.linux.procfs import read_bracketed_areas, read_maps
+from torpor.engine.linux.procfs import read_bracketed_areas, read_layout, read_maps
 
 
 def test_bracketed_areas_match_full_parse_and_ignore_file_names(tmp_path: Path) -> None:
@@ -24,6 +24,29 @@ def test_bracketed_areas_match_full_parse_and_ignore_file_names(tmp_path: Path) 
         got = read_bracketed_areas(os.getpid())
     assert "[vdso]" in got and "[stack]" in got
     assert got == want
+
+
+def test_layout_matches_full_parse(tmp_path: Path) -> None:
+    """read_layout: every area's range and the bracketed names, as read_maps sees them (a
+    sleeping process: its maps hold still), a decoy file name not taken for [vdso]."""
+    decoy = tmp_path / "decoy [vdso]"
+    decoy.write_bytes(b"\0" * mmap.PAGESIZE)
+    sleeper = subprocess.Popen(["python3", "-c", "import mmap, sys, time; f = open(sys.argv[1]); "
+                                "m = mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ); "
+                                "print(flush=True); time.sleep(100)", decoy],
+                               stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        sleeper.stdout.readline()
+        wait_until(lambda: _in_sleep(sleeper.pid), 5, "the sleeper blocked in its sleep")
+        full = read_maps(sleeper.pid, with_flags=False)
+        ranges, named = read_layout(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert any(e.path == str(decoy) for e in full)
+    assert ranges == [(e.start, e.end) for e in full]
+    assert named == {e.path: (e.start, e.end) for e in full if e.path.startswith("[")}
+    assert "[vdso]" in named and "[stack]" in named
 
 
 def _in_sleep(pid: int) -> bool:

@@ -34,14 +34,18 @@ class InjectError(TorporError):
     pass
 
 
-def find_syscall_insn(pid: int, mem_fd: int, maps: list | None = None) -> int:
-    """Address of a `syscall` instruction in pid's vDSO (maps: pid's, if already read)."""
-    for vma in maps if maps is not None else read_maps(pid, with_flags=False):
-        if vma.path == "[vdso]":
-            code = os.pread(mem_fd, vma.end - vma.start, vma.start)
-            off = code.find(SYSCALL_INSN)
-            if off >= 0:
-                return vma.start + off
+def find_syscall_insn(pid: int, mem_fd: int, maps: list | None = None,
+                      vdso: tuple[int, int] | None = None) -> int:
+    """Address of a `syscall` instruction in pid's vDSO (maps: pid's, if already read; or
+    vdso: where it is)."""
+    if vdso is None:
+        vdso = next(((v.start, v.end) for v in (maps if maps is not None else
+                                                 read_maps(pid, with_flags=False))
+                     if v.path == "[vdso]"), None)
+    if vdso is not None:
+        off = os.pread(mem_fd, vdso[1] - vdso[0], vdso[0]).find(SYSCALL_INSN)
+        if off >= 0:
+            return vdso[0] + off
     raise InjectError(f"process {pid}: no syscall instruction found in its vDSO")
 
 

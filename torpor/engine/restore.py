@@ -23,7 +23,12 @@ from torpor.engine.clone import fork_with_pid
 from torpor.engine.inject import Injector, Scratch, find_syscall_insn
 from torpor.engine.linux import ptrace as pt
 from torpor.engine.linux import sys as lx
-from torpor.engine.linux.procfs import close_fds_except, last_cap, read_bracketed_areas, read_maps
+from torpor.engine.linux.procfs import (
+    close_fds_except,
+    last_cap,
+    read_bracketed_areas,
+    read_layout,
+)
 from torpor.engine.resources import cpu, memory, process_resources, signals, task
 from torpor.engine.resources import files as fdkinds
 from torpor.errors import AlreadyExists, ImageError, TorporError
@@ -198,16 +203,16 @@ def _check_pids_free(tree: TreeImage) -> None:
                 raise AlreadyExists(f"cannot restore: PID {tid} is in use")
 
 
-def _special_areas(maps) -> dict[str, tuple[int, int]]:
-    """[vvar], [vvar_vclock], [vdso] ([vsyscall] lies above TASK_SIZE and never moves)."""
-    return {memory.SPECIAL[e.path]: (e.start, e.end) for e in maps
-            if e.path in memory.SPECIAL and e.path != "[vsyscall]"}
+def _special_areas(named: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """[vvar], [vvar_vclock], [vdso] of a task's bracketed areas, by image kind
+    ([vsyscall] lies above TASK_SIZE and never moves)."""
+    return {memory.SPECIAL[name]: area for name, area in named.items()
+            if name in memory.SPECIAL and name != "[vsyscall]"}
 
 
 def _read_special_areas(pid: int) -> dict[str, tuple[int, int]]:
     """_special_areas of a task, without parsing its whole maps."""
-    return {memory.SPECIAL[name]: area for name, area in read_bracketed_areas(pid).items()
-            if name in memory.SPECIAL and name != "[vsyscall]"}
+    return _special_areas(read_bracketed_areas(pid))
 
 
 def _check_vdso(tree: TreeImage) -> None:
@@ -663,8 +668,9 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
     warnings: list[str] = []
     root = tree.processes[0]
     mem_fd = os.open(f"/proc/{root_host}/mem", os.O_RDWR | os.O_CLOEXEC)
-    current = read_maps(root_host, with_flags=False)  # the layout the root inherited
-    inj = Injector(root_host, root_host, mem_fd, find_syscall_insn(root_host, mem_fd, current))
+    ranges, named = read_layout(root_host)  # the layout the root inherited
+    inj = Injector(root_host, root_host, mem_fd,
+                   find_syscall_insn(root_host, mem_fd, vdso=named.get("[vdso]")))
     built[root.pid] = Built(root, root_host, inj, mem_fd)
     # Python registered an rseq area; the kernel would write to it after we unmap it
     rseq = pt.get_rseq(root_host)
@@ -676,7 +682,7 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
     args_size = 4 * lx.PAGE_SIZE
     scratch_size = args_size + BATCH_AREA_SIZE
     scratch = Scratch(inj, size=args_size, batch=BATCH_AREA_SIZE,
-                      at=_free_address(scratch_size, avoid + [(e.start, e.end) for e in current]))
+                      at=_free_address(scratch_size, avoid + ranges))
     s = scratch.addr
     children_of: dict[int, list[Process]] = {}
     for p in tree.processes[1:]:
@@ -688,10 +694,10 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
         if proc is not root:
             _arrange_fds(b, plan, s)
             _set_session(b, s, built, deferred_pgid)
-        # the root's vDSO/vvar are where `current` saw them (unregistering rseq and mapping
+        # the root's vDSO/vvar are where `named` saw them (unregistering rseq and mapping
         # the scratch moved nothing); a child's are read again
         _rebuild_memory(b, plan, s, scratch_size, avoid,
-                        _special_areas(current) if proc is root else None)
+                        _special_areas(named) if proc is root else None)
         made_zombies = False
         for child in children_of.get(proc.pid, []):
             _fork_child(b, child, s, built)

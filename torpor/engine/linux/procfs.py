@@ -93,6 +93,27 @@ def read_bracketed_areas(pid: int) -> dict[str, tuple[int, int]]:
     return out
 
 
+def read_layout(pid: int) -> tuple[list[tuple[int, int]], dict[str, tuple[int, int]]]:
+    """Every area's (start, end), and the bracketed ones by name as read_bracketed_areas
+    gives them: what a search for free address space needs, at a fraction of read_maps'
+    cost (it parses every field of every line)."""
+    with open(f"/proc/{pid}/maps", "rb") as f:
+        data = f.read()
+    ranges: list[tuple[int, int]] = []
+    named: dict[str, tuple[int, int]] = {}
+    for line in data.split(b"\n"):
+        if not line:
+            continue
+        lo, _, rest = line.partition(b"-")
+        area = (int(lo, 16), int(rest[: rest.index(b" ")], 16))
+        ranges.append(area)
+        if line.endswith(b"]"):
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith(b"["):  # a file's path starts with /
+                named[parts[5].decode()] = area
+    return ranges, named
+
+
 def read_stat(pid: int, tid: int | None = None) -> list[str]:
     """Fields of /proc/PID/stat, 1-based as in proc(5): fields[1] is pid, fields[2] comm."""
     path = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
