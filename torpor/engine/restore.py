@@ -407,7 +407,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
     try:
         session, group = _outer_session(root, clone_flags)
         child, middle = _fork_root(root, clone_flags, (plan, opener, child_setup), pipes,
-                                   session, group)
+                                   session, group, meanwhile=lambda: _import_later_steps(lazy))
         pt.seize(child, TRACE_OPTIONS)
         pt.interrupt(child)
         while True:
@@ -481,14 +481,15 @@ class _RootPipes:
 
 
 def _fork_root(root: Process, clone_flags: int, setup: tuple, pipes: _RootPipes,
-                          session: int, group: int) -> tuple[int, int]:
+               session: int, group: int, meanwhile: Callable[[], object] | None = None
+               ) -> tuple[int, int]:
     """The root task, forked by an intermediate process that exits once the root has
     reported that it is ready (or reaps a root that failed): the root's parent is then the
     caller's subreaper or init before the root runs again. (Forked by the restorer itself,
     the root would see the short-lived restorer as its parent for a moment: a program that
     watches getppid() takes that for its parent's death.) The intermediate stands in for
     the session leader when `session`, with a group-founding helper when `group`. Returns
-    (root, intermediate)."""
+    (root, intermediate); meanwhile() runs while they start (on another CPU, often)."""
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)  # intermediate -> restorer: the root's host PID
     release_r, release_w = os.pipe2(os.O_CLOEXEC)  # restorer -> intermediate: EOF = go
     try:
@@ -520,6 +521,8 @@ def _fork_root(root: Process, clone_flags: int, setup: tuple, pipes: _RootPipes,
         os.close(pid_w)
         os.close(release_r)
         pid_w = release_r = -1
+        if meanwhile is not None:
+            meanwhile()
         answer = _read_all(pid_r)
         if not answer or answer.startswith(b"E"):
             os.waitpid(middle, 0)
@@ -537,6 +540,13 @@ def _fork_root(root: Process, clone_flags: int, setup: tuple, pipes: _RootPipes,
         for fd in (pid_r, pid_w, release_r, release_w):
             if fd >= 0:
                 os.close(fd)
+
+
+def _import_later_steps(lazy: bool) -> None:
+    """The modules of later restore steps, imported while the root task starts (~1 ms)."""
+    process_resources()
+    if lazy:
+        from torpor.engine import lazy as _  # noqa: F401
 
 
 def _reap(pid: int) -> None:
@@ -726,6 +736,18 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
             continue
         b.lazy = lazy
         warnings += _restore_process_state(b, plan, s, sources, lastcap)
+    server = 0
+    if lazy:  # every space is registered: the page server starts up while the rest is done
+        from torpor.engine import lazy as lazy_pages
+
+        spaces = [b.space for b in built.values() if b.space is not None]
+        try:
+            server = lazy_pages.start_server(spaces, set(), image_path=image_path,
+                                             victims=[b.host for b in built.values()],
+                                             own_child=own_server)
+        finally:
+            for sp in spaces:
+                os.close(sp.fd)
     # helper fds and scratch go only now: a process sharing its parent's fd table needed them
     for proc in tree.processes:
         b = built.get(proc.pid)
@@ -749,18 +771,6 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
             host_tid = b.host_tids[th.tid]
             cpu.restore(host_tid, th.regs, th.xstate, size)
             pt.set_sigmask(host_tid, th.sigmask)
-    server = 0
-    if lazy:  # the page server must run before any restored task touches its memory
-        from torpor.engine import lazy as lazy_pages
-
-        spaces = [b.space for b in built.values() if b.space is not None]
-        try:
-            server = lazy_pages.start_server(spaces, set(), image_path=image_path,
-                                             victims=[b.host for b in built.values()],
-                                             own_child=own_server)
-        finally:
-            for sp in spaces:
-                os.close(sp.fd)
     try:
         for proc in reversed(tree.processes):
             b = built.get(proc.pid)
