@@ -94,3 +94,47 @@ def test_missing_parent_image_is_refused(procs, tmp_path: Path) -> None:
     assert_clean_error(res, "restore without its parent image")
     assert "parent image" in res.stderr
     assert not os.path.exists(f"/proc/{p.pid}")
+
+
+def _flip_a_byte(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def test_damaged_parent_image_is_refused_or_stopped(procs, tmp_path: Path) -> None:
+    """The parent's page checksums count as much as the image's own: an eager restore of an
+    incremental image whose parent is damaged fails and leaves nothing; a lazy one (checked
+    while it runs) is stopped instead of running on wrong memory."""
+    import time
+
+    from helpers import assert_clean_error, torpor, wait_until
+
+    out = tmp_path / "out"
+    p = procs.start([sys.executable, "-c", WRITER, out])
+    wait_for_lines(out, 3, timeout=30)
+    a, b = tmp_path / "a", tmp_path / "b"
+    checkpoint(p.pid, a, "--leave-running", "--track-mem")
+    checkpoint(p.pid, b, "--parent-path", a)
+    procs.reap(p.pid, timeout=5)
+    _flip_a_byte(a / "pages.img")
+    res = torpor("restore", "--image-path", b, check=False)
+    assert_clean_error(res, "restore with a damaged parent image")
+    assert "checksum" in res.stderr
+    assert not os.path.exists(f"/proc/{p.pid}")
+    res = torpor("restore", "--lazy", "--image-path", b, check=False)
+    if res.returncode == 0:  # it ran: the check in the background must stop it
+        procs.adopt(p.pid)
+
+        def stopped() -> bool:
+            try:
+                with open(f"/proc/{p.pid}/stat") as f:
+                    return f.read().split()[2] == "Z"
+            except FileNotFoundError:
+                return True
+        wait_until(stopped, 30, "the lazy restore on a damaged parent to be stopped")
+    else:
+        assert "checksum" in res.stderr
+    time.sleep(0.2)

@@ -158,7 +158,7 @@ class Server:
                         self._copy(space, *got)
 
 
-def _verify_in_background(image_path: str, victims: list[int]):
+def _verify_in_background(image_paths: list[str], victims: list[int]):
     """A lazy restore starts before the page checksums are checked; they are checked here,
     alongside serving. A damaged page file kills the restored tree rather than let it run
     on wrong memory. Returns a lock held until the check is done. (_thread, not threading:
@@ -173,8 +173,9 @@ def _verify_in_background(image_path: str, victims: list[int]):
 
     def check() -> None:
         try:
-            with ImageReader(image_path) as reader:
-                reader.verify_pages()
+            for path in image_paths:  # the image and the parents an incremental one names
+                with ImageReader(path) as reader:
+                    reader.verify_pages()
         except ImageError:
             for pid in victims:
                 try:
@@ -188,7 +189,7 @@ def _verify_in_background(image_path: str, victims: list[int]):
     return done
 
 
-def start_server(spaces: list[Space], keep_fds: set[int], image_path: str = "",
+def start_server(spaces: list[Space], keep_fds: set[int], image_paths: list[str] | None = None,
                  victims: list[int] | None = None, own_child: bool = False) -> int:
     """Fork the server (detached, in its own session); returns the PID of the child to reap.
     The server proper is a grandchild (the child leaves at once), or with own_child the
@@ -215,7 +216,7 @@ def start_server(spaces: list[Space], keep_fds: set[int], image_path: str = "",
         # the checker thread hashes in 8 MiB steps (~1.5 ms each): a fault waits for the GIL
         # at most about one step, not the default 5 ms switch interval on top
         sys.setswitchinterval(0.0002)
-        verifier = _verify_in_background(image_path, victims or []) if image_path else None
+        verifier = _verify_in_background(image_paths, victims or []) if image_paths else None
         server = Server(spaces)
         server.run()
         for fd in list(server.spaces):  # every page is in: let the kernel handle faults again

@@ -384,8 +384,6 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         raise ImageError(f"image {image_path}: schema version {tree.schema_version} is newer "
                          f"than this torpor's ({SCHEMA_VERSION})")
     cpu.check_cpu(tree.xfeatures, tree.xstate_size)
-    if not lazy:
-        reader.verify_pages()  # a lazy restore verifies them in its page server instead
     root = tree.processes[0]
     if root.zombie:
         raise ImageError(f"image {image_path}: the root process is a zombie")
@@ -398,13 +396,19 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
     pages_fd, size, own_pages_fd = _page_source(reader)
     pages_map = mmap.mmap(pages_fd, size, flags=mmap.MAP_PRIVATE) if size else mmap.mmap(-1, mmap.PAGESIZE)
     pages_view = memoryview(pages_map)
-    parents = _ParentImages(tree, verify=not lazy)
+    parents = _ParentImages(tree)
     plan = Plan(tree)
     opener = FileOpener(tree, pages_view, inherit_fds or {})
     built: dict[int, Built] = {}
     pipes = _RootPipes()
-    child = middle = 0
+    child = 0
+    middle: _Middle | None = None
+    check: _PageCheck | None = None
     try:
+        # page checksums: checked on another thread while the tree is built, and waited for
+        # before it runs (a lazy restore's page server checks them while the tree runs)
+        if not lazy:
+            check = _PageCheck([reader, *parents.readers])
         session, group = _outer_session(root, clone_flags)
         child, middle = _fork_root(root, clone_flags, (plan, opener, child_setup), pipes,
                                    session, group, meanwhile=lambda: _import_later_steps(lazy))
@@ -417,11 +421,17 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
             pt.cont(child, os.WSTOPSIG(status))
         sources = {"pages": (pages_view, lx.addr(pages_map))}
         sources.update(parents.sources)
-        # the intermediate exits while the memory is rebuilt; it must be gone (the root
-        # reparented) before the root's parent-death signal is set
-        warnings = _build_tree(tree, plan, child, built, sources, lazy, image_path,
-                               before_state=(lambda: _reap(middle)) if middle else None,
-                               own_server=caller_exits)
+        def checked_and_reparented() -> None:
+            # after the memory is rebuilt, before the root's state: the page checksums
+            # are good (else the intermediate reaps the killed tree), and the intermediate
+            # is gone, the root reparented, before its parent-death signal is set
+            if check is not None:
+                check.wait()
+            middle.let_go()
+
+        warnings = _build_tree(tree, plan, child, built, sources, lazy,
+                               [image_path, *parents.paths],
+                               before_state=checked_and_reparented, own_server=caller_exits)
         return RestoreResult(child, sum(len(p.threads) for p in tree.processes),
                              time.monotonic() - t0, warnings)
     except BaseException:
@@ -431,9 +441,13 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
                 os.kill(h, lx.SIGKILL)
             except OSError:
                 pass
+        if middle is not None:  # it reaps the root once we, its tracer, have seen it die
+            middle.abort()
         _reap_tracees(time.monotonic() + 5)
         raise
     finally:
+        if check is not None:
+            check.join()  # before its readers close
         for b in built.values():
             try:
                 os.close(b.mem_fd)
@@ -482,14 +496,15 @@ class _RootPipes:
 
 def _fork_root(root: Process, clone_flags: int, setup: tuple, pipes: _RootPipes,
                session: int, group: int, meanwhile: Callable[[], object] | None = None
-               ) -> tuple[int, int]:
-    """The root task, forked by an intermediate process that exits once the root has
-    reported that it is ready (or reaps a root that failed): the root's parent is then the
-    caller's subreaper or init before the root runs again. (Forked by the restorer itself,
-    the root would see the short-lived restorer as its parent for a moment: a program that
-    watches getppid() takes that for its parent's death.) The intermediate stands in for
-    the session leader when `session`, with a group-founding helper when `group`. Returns
-    (root, intermediate); meanwhile() runs while they start (on another CPU, often)."""
+               ) -> tuple[int, _Middle]:
+    """The root task, forked by an intermediate process that stays its parent until told
+    to go (then the root's parent is the caller's subreaper or init before the root runs
+    again) or to reap it (a restore that failed leaves no zombie behind). Forked by the
+    restorer itself, the root would see the short-lived restorer as its parent for a
+    moment: a program that watches getppid() takes that for its parent's death. The
+    intermediate stands in for the session leader when `session`, with a group-founding
+    helper when `group`. Returns once the root has reported that it is ready; meanwhile()
+    runs while they start (on another CPU, often)."""
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)  # intermediate -> restorer: the root's host PID
     release_r, release_w = os.pipe2(os.O_CLOEXEC)  # restorer -> intermediate: EOF = go
     try:
@@ -527,19 +542,44 @@ def _fork_root(root: Process, clone_flags: int, setup: tuple, pipes: _RootPipes,
         if not answer or answer.startswith(b"E"):
             os.waitpid(middle, 0)
             raise RestoreError(answer[1:].decode(errors="replace") or "cannot fork the root task")
+        held = _Middle(middle, release_w)
+        release_w = -1
         msg = pipes.wait_report()
         if msg != b"OK":
-            os.write(release_w, b"R")
-        os.close(release_w)  # the intermediate reaps a failed root, or exits and lets it go
-        release_w = -1
-        if msg != b"OK":
-            os.waitpid(middle, 0)
+            held.abort()  # the root exits by itself
+            _reap(held.pid)
             raise RestoreError(msg.decode(errors="replace") or "the restored task died while setting up")
-        return int(answer), middle
+        return int(answer), held
     finally:
         for fd in (pid_r, pid_w, release_r, release_w):
             if fd >= 0:
                 os.close(fd)
+
+
+class _Middle:
+    """The intermediate process that holds the root task as its child until it is told to
+    go (EOF on `release`: it exits, the root is reparented) or to reap the root ("R": the
+    restore failed; the root is killed, or exits by itself)."""
+
+    def __init__(self, pid: int, release: int) -> None:
+        self.pid, self.release = pid, release
+
+    def let_go(self) -> None:
+        if self.release >= 0:
+            os.close(self.release)
+            self.release = -1
+            _reap(self.pid)
+
+    def abort(self) -> None:
+        """Reap the root, then exit. A root we trace is only reapable by its parent once
+        we have waited for it too (see _reap_tracees), so this does not wait here."""
+        if self.release >= 0:
+            try:
+                os.write(self.release, b"R")
+            except OSError:
+                pass
+            os.close(self.release)
+            self.release = -1
 
 
 def _import_later_steps(lazy: bool) -> None:
@@ -558,7 +598,8 @@ def _reap(pid: int) -> None:
 
 def _reap_tracees(deadline: float) -> None:
     """Collect every task we trace or fathered: a killed thread group is only gone once
-    each of its traced threads has been waited for."""
+    each of its traced threads has been waited for (and the intermediate, told to reap the
+    root, exits once it has)."""
     while time.monotonic() < deadline:
         try:
             pid, _ = os.waitpid(-1, lx.WALL | os.WNOHANG)
@@ -568,12 +609,45 @@ def _reap_tracees(deadline: float) -> None:
             time.sleep(0.001)
 
 
+class _PageCheck:
+    """Page checksums of image readers verified on a thread of their own (xxh3 releases the
+    GIL: it runs on another CPU while the tree is built). wait() raises what it found."""
+
+    def __init__(self, readers: list[ImageReader]) -> None:
+        import _thread  # not threading: ~3 ms of imports
+
+        self.error: BaseException | None = None
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        _thread.start_new_thread(self._run, (readers,))
+
+    def _run(self, readers: list[ImageReader]) -> None:
+        try:
+            for r in readers:
+                r.verify_pages()
+        except BaseException as err:  # noqa: BLE001 - raised by wait() in the restorer
+            self.error = err
+        finally:
+            self._done.release()
+
+    def join(self) -> None:
+        with self._done:
+            pass
+
+    def wait(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
 class _ParentImages:
     """Page files of the images an incremental image points at (PageRun.file is their
-    path), verified and mapped like the image's own."""
+    path), mapped like the image's own (and checked like them: `readers`, `paths`)."""
 
-    def __init__(self, tree: TreeImage, verify: bool) -> None:
+    def __init__(self, tree: TreeImage) -> None:
         self.sources: dict = {}
+        self.readers: list[ImageReader] = []
+        self.paths: list[str] = []
         self._keep: list = []
         wanted = {r.file for p in tree.processes for v in p.vmas for r in v.pages} - {"pages"}
         try:
@@ -583,8 +657,8 @@ class _ParentImages:
                 except ImageError as err:
                     raise ImageError(f"parent image needed by this incremental image: {err}") from None
                 self._keep.append(reader)
-                if verify:
-                    reader.verify_pages()
+                self.readers.append(reader)
+                self.paths.append(path)
                 fd, size, own = _page_source(reader)
                 m = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE) if size else mmap.mmap(-1, mmap.PAGESIZE)
                 view = memoryview(m)
@@ -672,7 +746,7 @@ TRACE_OPTIONS = (pt.O_EXITKILL | pt.O_TRACECLONE | pt.O_TRACEFORK | pt.O_TRACEVF
 
 
 def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Built],
-                sources: dict, lazy: bool = False, image_path: str = "",
+                sources: dict, lazy: bool = False, image_paths: list[str] | None = None,
                 before_state: Callable[[], object] | None = None,
                 own_server: bool = False) -> list[str]:
     warnings: list[str] = []
@@ -742,7 +816,7 @@ def _build_tree(tree: TreeImage, plan: Plan, root_host: int, built: dict[int, Bu
 
         spaces = [b.space for b in built.values() if b.space is not None]
         try:
-            server = lazy_pages.start_server(spaces, set(), image_path=image_path,
+            server = lazy_pages.start_server(spaces, set(), image_paths=image_paths or [],
                                              victims=[b.host for b in built.values()],
                                              own_child=own_server)
         finally:
