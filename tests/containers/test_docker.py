@@ -48,6 +48,12 @@ def test_named_checkpoints_and_logs(rt, tmp_path):
     assert r.rc == 1 and "no checkpoint cp1" in r.err
     r = rt("checkpoint", "create", cid, "cp2", check=False)
     assert r.rc == 1 and "exists" in r.err
+    # names are one path component of letters, digits and _ . + - ("x\n" passed the old
+    # regex, whose $ matches before a final newline)
+    for bad in ["../up", ".hidden", "x\n", "a/b", "x" * 256]:
+        r = rt("checkpoint", "create", cid, bad, check=False)
+        assert r.rc == 1 and "invalid checkpoint name" in r.err, (bad, r.err)
+    assert sorted(os.listdir(os.path.join(rt.root, cid, "checkpoints"))) == ["cp2"]
     assert rt.status(cid) == "running"
 
 

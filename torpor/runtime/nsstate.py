@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import socket
 import struct
 
+from torpor import jsonlite
 from torpor.errors import TorporError
 from torpor.runtime import linux as L
 
@@ -42,9 +42,9 @@ def in_namespaces(pid: int, kinds: list[str], fn):
             os.close(r)
             for k, fd in fds:
                 L.setns(fd, NS_FLAGS[k])
-            out = json.dumps({"ok": fn()}).encode()
+            out = jsonlite.dumps({"ok": fn()}).encode()
         except BaseException as err:  # noqa: BLE001 - reported to the parent
-            out = json.dumps({"err": f"{type(err).__name__}: {err}" if not isinstance(
+            out = jsonlite.dumps({"err": f"{type(err).__name__}: {err}" if not isinstance(
                 err, TorporError) else str(err)}).encode()
             code = 1
         try:
@@ -65,7 +65,7 @@ def in_namespaces(pid: int, kinds: list[str], fn):
     os.close(r)
     os.waitpid(child, 0)
     try:
-        res = json.loads(b"".join(chunks) or b"{}")
+        res = jsonlite.loads(b"".join(chunks) or b"{}")
     except ValueError:
         res = {}
     if "ok" in res:

@@ -25,18 +25,18 @@ _ID_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 _ID_REST = _ID_FIRST | frozenset("_.+-")
 
 
-def _valid_id(cid: str) -> bool:
-    """A letter or digit, then letters, digits and _ . + -, 1024 at most (not a regex: re
-    costs ~5 ms of every `torpor state`)."""
-    return (0 < len(cid) <= 1024 and cid[0] in _ID_FIRST
-            and all(c in _ID_REST for c in cid))
+def valid_name(name: str, longest: int = 1024) -> bool:
+    """A letter or digit, then letters, digits and _ . + -, `longest` at most: container ids
+    and checkpoint names (not a regex: re costs ~5 ms of every `torpor state`)."""
+    return (0 < len(name) <= longest and name[0] in _ID_FIRST
+            and all(c in _ID_REST for c in name))
 
 # stored statuses; the live status is computed by Container.status()
 CREATING, CREATED, RUNNING, PAUSED, STOPPED = "creating", "created", "running", "paused", "stopped"
 
 
 def check_id(cid: str) -> str:
-    if not _valid_id(cid or ""):
+    if not valid_name(cid or ""):
         raise TorporError(f"invalid container id {cid!r} (letters, digits, and _ . + - only)")
     return cid
 
@@ -151,7 +151,7 @@ class StateStore:
             names = sorted(os.listdir(self.root))
         except FileNotFoundError:
             return []
-        return [n for n in names if _valid_id(n)
+        return [n for n in names if valid_name(n)
                 and os.path.exists(os.path.join(self.root, n, "state.json"))]
 
     def lock(self, cid: str) -> Lock:
