@@ -99,6 +99,8 @@ def one(ctx, mib: int, r: int, acc: dict) -> None:
 
         pcw = limits.page_cache_write(mib * MiB, d)
         img2 = d / "img"
+        os.sync()
+        limits.warm(mib * MiB)  # as the limit had (see limits.warm)
         res = torpor("checkpoint", "--pid", p.pid, "--image-path", img2)
         if not res.ok():
             _fail(acc, "checkpoint", res.why())
@@ -110,6 +112,7 @@ def one(ctx, mib: int, r: int, acc: dict) -> None:
         # 3. restore, right after the first-touch limit at the same size
         os.sync()
         ft = limits.first_touch(mib * MiB)
+        limits.warm(mib * MiB)
         res = torpor("restore", "--image-path", img2)
         rpid = restored_pid(res)
         if rpid is None:
