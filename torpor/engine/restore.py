@@ -379,36 +379,40 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
     when the caller exits) rather than a grandchild behind a child to wait for."""
     t0 = time.monotonic()
     reader = ImageReader(image_path)
-    tree = reader.record("tree", TreeImage)
-    if tree.schema_version > SCHEMA_VERSION:
-        raise ImageError(f"image {image_path}: schema version {tree.schema_version} is newer "
-                         f"than this torpor's ({SCHEMA_VERSION})")
-    cpu.check_cpu(tree.xfeatures, tree.xstate_size)
-    root = tree.processes[0]
-    if root.zombie:
-        raise ImageError(f"image {image_path}: the root process is a zombie")
-    if not clone_flags & lx.CLONE_NEWPID:
-        _check_pids_free(tree)
-    elif root.pid != 1:
-        raise RestoreError("a new PID namespace needs an image whose root is PID 1")
-    _check_vdso(tree)
-
-    pages_fd, size, own_pages_fd = _page_source(reader)
-    pages_map = mmap.mmap(pages_fd, size, flags=mmap.MAP_PRIVATE) if size else mmap.mmap(-1, mmap.PAGESIZE)
-    pages_view = memoryview(pages_map)
-    parents = _ParentImages(tree)
-    plan = Plan(tree)
-    opener = FileOpener(tree, pages_view, inherit_fds or {})
+    # the page checksums are checked on other CPUs meanwhile (xxh3 releases the GIL): while
+    # the records decode and the tree is built, waited for before the tree's state is set.
+    # A lazy restore's page server checks them while the tree runs.
+    checks = [] if lazy else [_PageCheck([reader])]
     built: dict[int, Built] = {}
-    pipes = _RootPipes()
     child = 0
     middle: _Middle | None = None
-    check: _PageCheck | None = None
+    parents = opener = pipes = pages_map = pages_view = None
+    pages_fd, own_pages_fd = -1, False
     try:
-        # page checksums: checked on another thread while the tree is built, and waited for
-        # before it runs (a lazy restore's page server checks them while the tree runs)
-        if not lazy:
-            check = _PageCheck([reader, *parents.readers])
+        tree = reader.record("tree", TreeImage)
+        if tree.schema_version > SCHEMA_VERSION:
+            raise ImageError(f"image {image_path}: schema version {tree.schema_version} is "
+                             f"newer than this torpor's ({SCHEMA_VERSION})")
+        cpu.check_cpu(tree.xfeatures, tree.xstate_size)
+        root = tree.processes[0]
+        if root.zombie:
+            raise ImageError(f"image {image_path}: the root process is a zombie")
+        if not clone_flags & lx.CLONE_NEWPID:
+            _check_pids_free(tree)
+        elif root.pid != 1:
+            raise RestoreError("a new PID namespace needs an image whose root is PID 1")
+        _check_vdso(tree)
+
+        pages_fd, size, own_pages_fd = _page_source(reader)
+        pages_map = (mmap.mmap(pages_fd, size, flags=mmap.MAP_PRIVATE) if size
+                     else mmap.mmap(-1, mmap.PAGESIZE))
+        pages_view = memoryview(pages_map)
+        parents = _ParentImages(tree)
+        if parents.readers and not lazy:
+            checks.append(_PageCheck(parents.readers))
+        plan = Plan(tree)
+        opener = FileOpener(tree, pages_view, inherit_fds or {})
+        pipes = _RootPipes()
         session, group = _outer_session(root, clone_flags)
         child, middle = _fork_root(root, clone_flags, (plan, opener, child_setup), pipes,
                                    session, group, meanwhile=lambda: _import_later_steps(lazy))
@@ -421,11 +425,12 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
             pt.cont(child, os.WSTOPSIG(status))
         sources = {"pages": (pages_view, lx.addr(pages_map))}
         sources.update(parents.sources)
+
         def checked_and_reparented() -> None:
             # after the memory is rebuilt, before the root's state: the page checksums
             # are good (else the intermediate reaps the killed tree), and the intermediate
             # is gone, the root reparented, before its parent-death signal is set
-            if check is not None:
+            for check in checks:
                 check.wait()
             middle.let_go()
 
@@ -435,32 +440,37 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         return RestoreResult(child, sum(len(p.threads) for p in tree.processes),
                              time.monotonic() - t0, warnings)
     except BaseException:
+        if middle is None:
+            raise  # nothing was started
         hosts = [b.host for b in built.values()] + ([child] if child else [])
         for h in hosts:
             try:
                 os.kill(h, lx.SIGKILL)
             except OSError:
                 pass
-        if middle is not None:  # it reaps the root once we, its tracer, have seen it die
-            middle.abort()
+        middle.abort()  # it reaps the root once we, its tracer, have seen it die
         _reap_tracees(time.monotonic() + 5)
         raise
     finally:
-        if check is not None:
+        for check in checks:
             check.join()  # before its readers close
         for b in built.values():
             try:
                 os.close(b.mem_fd)
             except OSError:
                 pass
-        pipes.close()
-        opener.close()
-        pages_view.release()
-        try:
-            pages_map.close()
-        except BufferError:
-            pass
-        parents.close()
+        for res in (pipes, opener):
+            if res is not None:
+                res.close()
+        if pages_view is not None:
+            pages_view.release()
+        if pages_map is not None:
+            try:
+                pages_map.close()
+            except BufferError:
+                pass
+        if parents is not None:
+            parents.close()
         if own_pages_fd:
             os.close(pages_fd)
         reader.close()
