@@ -372,9 +372,11 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
 
     The root task is forked with clone3(clone_flags, set_tid=[root pid]); with CLONE_NEWPID
     it is PID 1 of a new PID namespace. child_setup() runs in it first (still Python): the
-    caller's chance to set up mounts, cgroup, hostname. An intermediate process forks it and
-    exits, so that its parent is the caller's subreaper (a shim, conmon, torpor's monitor) or
-    init, never a short-lived command. caller_exits: the caller exits once this returns (the
+    caller's chance to set up mounts, cgroup, hostname. An intermediate process forks it,
+    holds it as its child while its memory is rebuilt (and reaps it if the restore fails),
+    then exits, so that its parent is the caller's subreaper (a shim, conmon, torpor's
+    monitor) or init, never a short-lived command (see _fork_root). The page checksums are
+    good before any state is set. caller_exits: the caller exits once this returns (the
     `torpor restore` command), so a lazy page server may be its own child (it is reparented
     when the caller exits) rather than a grandchild behind a child to wait for."""
     t0 = time.monotonic()
