@@ -164,19 +164,9 @@ class CowSpace(Space):
 
     def take_src(self, lo: int, hi: int) -> list[tuple[int, int, int]]:
         """Remove and return the pending parts whose shadow address is in [lo, hi)."""
-        out, keep = [], []
-        for va, ln, src in self.runs:
-            s, e = max(src, lo), min(src + ln, hi)
-            if s >= e:
-                keep.append([va, ln, src])
-                continue
-            if src < s:
-                keep.append([va, s - src, src])
-            out.append((va + (s - src), e - s, s))
-            if e < src + ln:
-                keep.append([va + (e - src), src + ln - e, e])
-        self.runs = sorted(keep)
-        return out
+        inside, self.runs = self.cut(lo, hi, by_source=True)
+        self.runs.sort()
+        return [(va, ln, src) for va, ln, src in inside]
 
 
 # ------------------------------------------------------------------ frozen: choose, move out

@@ -61,34 +61,31 @@ class Space:
     def put_back(self, vaddr: int, length: int, src: int) -> None:
         bisect.insort(self.runs, [vaddr, length, src])
 
-    def drop(self, start: int, end: int) -> None:
-        keep = []
-        for va, ln, off in self.runs:
-            if va + ln <= start or va >= end:
-                keep.append([va, ln, off])
+    def cut(self, lo: int, hi: int, by_source: bool = False) -> tuple[list, list]:
+        """The runs split at [lo, hi) of their address (or of their source address): the
+        pieces inside and those outside, each in the runs' order."""
+        inside, outside = [], []
+        for va, ln, src in self.runs:
+            base = src if by_source else va
+            s, e = max(base, lo), min(base + ln, hi)
+            if s >= e:
+                outside.append([va, ln, src])
                 continue
-            if va < start:
-                keep.append([va, start - va, off])
-            if va + ln > end:
-                keep.append([end, va + ln - end, off + (end - va)])
-        self.runs = keep
+            if base < s:
+                outside.append([va, s - base, src])
+            inside.append([va + (s - base), e - s, src + (s - base)])
+            if e < base + ln:
+                outside.append([va + (e - base), base + ln - e, src + (e - base)])
+        return inside, outside
+
+    def drop(self, start: int, end: int) -> None:
+        self.runs = self.cut(start, end)[1]
 
     def move(self, old: int, new: int, length: int) -> None:
         """The process mremapped [old, old + length) to new: pending pages there follow (a
         run only partly inside is split: its inside part moves, the rest stays)."""
-        moved = []
-        end = old + length
-        for va, ln, src in self.runs:
-            lo, hi = max(va, old), min(va + ln, end)
-            if lo >= hi:
-                moved.append([va, ln, src])
-                continue
-            if va < lo:
-                moved.append([va, lo - va, src])
-            moved.append([lo + (new - old), hi - lo, src + (lo - va)])
-            if hi < va + ln:
-                moved.append([hi, va + ln - hi, src + (hi - va)])
-        self.runs = sorted(moved)
+        inside, outside = self.cut(old, old + length)
+        self.runs = sorted(outside + [[va + (new - old), ln, src] for va, ln, src in inside])
 
 
 class Server:
