@@ -15,6 +15,7 @@ from engutil import (
     THREADS,
     assert_running_untraced,
     check_per_key,
+    checkpoint_kill,
     cpu_has,
     cycle,
     per_key,
@@ -232,3 +233,38 @@ def test_threads_three_generations(compile_c, procs, tmp_path: Path, program: st
         assert tids(p.pid) == threads, f"generation {gen + 1}: thread IDs differ"
         wait_until(lambda c=counts: progressed(c), 15, f"generation {gen + 1} to go on")
         check_per_key(read_lines(out), keys)
+
+
+# The restore command with the userfaultfd of the restored task refused (as for a task in a
+# user namespace without CAP_SYS_PTRACE where vm.unprivileged_userfaultfd is 0)
+RESTORE_WITHOUT_UFFD = """
+import errno, sys
+import torpor.engine.restore as R
+def refuse(*args, **kw):
+    raise OSError(errno.EPERM, "userfaultfd refused")
+R._task_userfaultfd = refuse
+from torpor.cli.main import main
+sys.exit(main(["restore", "--image-path", sys.argv[1]]))
+"""
+
+
+def test_pages_written_when_userfaultfd_is_refused(compile_c, procs, tmp_path: Path) -> None:
+    """Eager restore puts private anonymous pages in with UFFDIO_COPY; a task that may not
+    have a userfaultfd gets them written by process_vm_writev instead: same memory."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    out = tmp_path / "out"
+    p = procs.start([compile_c("memsum"), out, "32"])
+    wait_for_lines(out, 2, timeout=20)
+    n = len(checkpoint_kill(procs, p.pid, tmp_path / "img", out))
+    res = subprocess.run([sys.executable, "-c", RESTORE_WITHOUT_UFFD, tmp_path / "img"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO,
+                         stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert res.returncode == 0, res.stderr
+    procs.adopt(int(res.stdout.split()[-1]))
+    wait_for_lines(out, n + 2, timeout=30)
+    sums = {ln.split("sum=")[1] for ln in read_lines(out)}
+    assert len(sums) == 1, f"the memory checksum changed across the restore: {sums}"

@@ -1059,10 +1059,9 @@ def _rebuild_memory(b: Built, plan: Plan, s: int, scratch_size: int,
     inj.syscall_ip = tgt_special["vdso"][0] + insn_offset
 
 
-def _register_lazy(b: Built, vmas: list, sources: dict) -> object:
+def _task_userfaultfd(b: Built, vmas: list, features: int) -> int:
     """A userfaultfd made inside the process (so it belongs to its address space), copied out
-    with pidfd_getfd, the areas registered for missing-page faults."""
-    from torpor.engine.lazy import Space
+    with pidfd_getfd (the task's own fd closed), the areas registered for missing pages."""
     from torpor.engine.linux import uffd
 
     task_fd = b.inj.call("userfaultfd", os.O_CLOEXEC | os.O_NONBLOCK)
@@ -1073,17 +1072,48 @@ def _register_lazy(b: Built, vmas: list, sources: dict) -> object:
         os.close(pidfd)
         b.inj.call("close", task_fd)
     try:
-        uffd.api(fd, uffd.NONCOOPERATIVE)
-        runs = []
+        uffd.api(fd, features)
         for v in vmas:
             uffd.register(fd, v.start, v.end - v.start)
-            # absolute source addresses: pages may come from parent images' files
-            runs.extend([r.vaddr, r.npages * lx.PAGE_SIZE, sources[r.file][1] + r.offset]
-                        for r in v.pages)
     except BaseException:
         os.close(fd)
         raise
-    space = Space(fd, runs)
+    return fd
+
+
+def _page_runs(vmas: list, sources: dict) -> list[list[int]]:
+    """[address, bytes, source address] of the stored pages of vmas (absolute source
+    addresses: pages may come from parent images' files)."""
+    return [[r.vaddr, r.npages * lx.PAGE_SIZE, sources[r.file][1] + r.offset]
+            for v in vmas for r in v.pages]
+
+
+def _fill_by_uffd(b: Built, vmas: list, sources: dict) -> bool:
+    """The pages of private anonymous areas put in with UFFDIO_COPY (see memory.fill_by_uffd);
+    closing the userfaultfd unregisters the areas. False if the task may not have one (no
+    CAP_SYS_PTRACE in a user namespace with vm.unprivileged_userfaultfd = 0, say) or a copy
+    failed: the caller writes the pages instead (over any that went in)."""
+    try:
+        fd = _task_userfaultfd(b, vmas, 0)
+    except OSError:
+        return False
+    try:
+        memory.fill_by_uffd(fd, [(va, src, n) for va, n, src in _page_runs(vmas, sources)])
+        return True
+    except (OSError, TorporError):
+        return False
+    finally:
+        os.close(fd)
+
+
+def _register_lazy(b: Built, vmas: list, sources: dict) -> object:
+    """The areas the page server fills: registered with a userfaultfd of the process, with
+    the events that keep its view right (fork, mremap, munmap, MADV_DONTNEED)."""
+    from torpor.engine.lazy import Space
+    from torpor.engine.linux import uffd
+
+    fd = _task_userfaultfd(b, vmas, uffd.NONCOOPERATIVE)
+    space = Space(fd, _page_runs(vmas, sources))
     # memory the kernel itself writes before the page server runs (rseq registration writes
     # the thread's rseq area) is filled now, or the injected syscall would wait forever
     for th in b.proc.threads:
@@ -1133,7 +1163,12 @@ def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
         if lazy_vmas:
             b.space = _register_lazy(b, lazy_vmas, sources)
     else:
-        memory.restore_pages(t, proc.vmas)
+        # private anonymous areas by UFFDIO_COPY (no zeroing of the pages first), the rest
+        # by process_vm_writev; THP areas ("hg") keep the writes, which may fault huge pages
+        by_uffd, rest = _split_lazy([v for v in proc.vmas if "hg" not in v.vmflags])
+        if by_uffd and not _fill_by_uffd(b, by_uffd, sources):
+            rest += by_uffd
+        memory.restore_pages(t, rest + [v for v in proc.vmas if "hg" in v.vmflags])
     warnings: list[str] = []
     task.restore_itimers(inj, s, proc.itimers)
     # the process's own state in one round trip: actions, personality, prctls, limits
