@@ -5,8 +5,10 @@ Dump: classify each area; store the pages that differ from what the area's backi
 mappings; never the shared zero page); save the content of objects that cannot be reopened
 (shared anonymous memory, memfds, deleted files) once per object.
 
-Restore: map every area at its address with its final protection, then write the stored pages
-(process_vm_writev for writable areas, /proc/PID/mem for the rest).
+Restore: map every area at its address (writable while its pages go in), then put the stored
+pages in: UFFDIO_COPY into private anonymous areas (fill_by_uffd, with a userfaultfd the
+restorer makes in the task), process_vm_writev into other writable ones, /proc/PID/mem for the
+rest; then each area gets its saved protection.
 """
 
 from __future__ import annotations
