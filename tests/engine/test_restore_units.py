@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torpor.engine.restore import _split_lazy
+from torpor.engine.restore import _split_private_anonymous
 
 
 class Area:
@@ -20,13 +20,13 @@ class Area:
     __hash__ = object.__hash__
 
 
-def test_split_lazy_is_one_pass_without_comparisons() -> None:
+def test_split_private_anonymous_is_one_pass_without_comparisons() -> None:
     """It used to test `v not in lazy_vmas` for every area: a comparison of records for
     each pair (quadratic: 150 ms for 3000 areas)."""
     areas = [Area("anon", False, [1]), Area("anon", True, [1]), Area("file", False, [1]),
              Area("anon", False, [])] * 500
     Area.compared = 0
-    lazy, eager = _split_lazy(areas)
+    lazy, eager = _split_private_anonymous(areas)
     assert Area.compared == 0
     assert lazy == [a for a in areas if a.kind == "anon" and not a.shared and a.pages]
     assert len(lazy) == 500 and len(eager) == 1500

@@ -1126,10 +1126,10 @@ def _register_lazy(b: Built, vmas: list, sources: dict) -> object:
     return space
 
 
-def _split_lazy(vmas: list) -> tuple[list, list]:
-    """(areas the lazy page server fills: private anonymous ones with stored pages, the
-    other areas, whose pages are written now). One pass: a membership test against the
-    first list compared records field by field, quadratic in the number of areas (150 ms
+def _split_private_anonymous(vmas: list) -> tuple[list, list]:
+    """(private anonymous areas with stored pages: those a userfaultfd can fill, by the lazy
+    page server or by UFFDIO_COPY now; the other areas). One pass: a membership test against
+    the first list compared records field by field, quadratic in the number of areas (150 ms
     for 3000 areas)."""
     lazy: list = []
     eager: list = []
@@ -1158,14 +1158,14 @@ def _restore_process_state(b: Built, plan: Plan, s: int, sources: dict,
                     sources=sources)
     memory.restore_areas(t, proc.vmas)
     if b.lazy:
-        lazy_vmas, eager_vmas = _split_lazy(proc.vmas)
+        lazy_vmas, eager_vmas = _split_private_anonymous(proc.vmas)
         memory.restore_pages(t, eager_vmas)
         if lazy_vmas:
             b.space = _register_lazy(b, lazy_vmas, sources)
     else:
         # private anonymous areas by UFFDIO_COPY (no zeroing of the pages first), the rest
         # by process_vm_writev; THP areas ("hg") keep the writes, which may fault huge pages
-        by_uffd, rest = _split_lazy([v for v in proc.vmas if "hg" not in v.vmflags])
+        by_uffd, rest = _split_private_anonymous([v for v in proc.vmas if "hg" not in v.vmflags])
         if by_uffd and not _fill_by_uffd(b, by_uffd, sources):
             rest += by_uffd
         memory.restore_pages(t, rest + [v for v in proc.vmas if "hg" in v.vmflags])
