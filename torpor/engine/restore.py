@@ -381,16 +381,23 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
     when the caller exits) rather than a grandchild behind a child to wait for."""
     t0 = time.monotonic()
     reader = ImageReader(image_path)
-    # the page checksums are checked on other CPUs meanwhile (xxh3 releases the GIL): while
-    # the records decode and the tree is built, waited for before the tree's state is set.
-    # A lazy restore's page server checks them while the tree runs.
-    checks = [] if lazy else [_PageCheck([reader])]
+    checks: list[_PageCheck] = []
     built: dict[int, Built] = {}
     child = 0
     middle: _Middle | None = None
     parents = opener = pipes = pages_map = pages_view = None
     pages_fd, own_pages_fd = -1, False
     try:
+        pages_fd, size, own_pages_fd = _page_source(reader)
+        pages_map = (mmap.mmap(pages_fd, size, flags=mmap.MAP_PRIVATE) if size
+                     else mmap.mmap(-1, mmap.PAGESIZE))
+        pages_view = memoryview(pages_map)
+        # the page checksums are checked on another CPU meanwhile (xxh3 releases the GIL),
+        # through the mapping the pages are copied from: while the records decode and the
+        # tree is built; waited for before the tree's state is set. A lazy restore's page
+        # server checks them while the tree runs.
+        if not lazy:
+            checks.append(_PageCheck([reader], {"pages": pages_view} if size else None))
         tree = reader.record("tree", TreeImage)
         if tree.schema_version > SCHEMA_VERSION:
             raise ImageError(f"image {image_path}: schema version {tree.schema_version} is "
@@ -404,11 +411,6 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         elif root.pid != 1:
             raise RestoreError("a new PID namespace needs an image whose root is PID 1")
         _check_vdso(tree)
-
-        pages_fd, size, own_pages_fd = _page_source(reader)
-        pages_map = (mmap.mmap(pages_fd, size, flags=mmap.MAP_PRIVATE) if size
-                     else mmap.mmap(-1, mmap.PAGESIZE))
-        pages_view = memoryview(pages_map)
         parents = _ParentImages(tree)
         if parents.readers and not lazy:
             checks.append(_PageCheck(parents.readers))
@@ -625,18 +627,18 @@ class _PageCheck:
     """Page checksums of image readers verified on a thread of their own (xxh3 releases the
     GIL: it runs on another CPU while the tree is built). wait() raises what it found."""
 
-    def __init__(self, readers: list[ImageReader]) -> None:
+    def __init__(self, readers: list[ImageReader], mapped: dict | None = None) -> None:
         import _thread  # not threading: ~3 ms of imports
 
         self.error: BaseException | None = None
         self._done = _thread.allocate_lock()
         self._done.acquire()
-        _thread.start_new_thread(self._run, (readers,))
+        _thread.start_new_thread(self._run, (readers, mapped))
 
-    def _run(self, readers: list[ImageReader]) -> None:
+    def _run(self, readers: list[ImageReader], mapped: dict | None) -> None:
         try:
             for r in readers:
-                r.verify_pages()
+                r.verify_pages(mapped)
         except BaseException as err:  # noqa: BLE001 - raised by wait() in the restorer
             self.error = err
         finally:
