@@ -248,9 +248,27 @@ sys.exit(main(["restore", "--image-path", sys.argv[1]]))
 """
 
 
-def test_pages_written_when_userfaultfd_is_refused(compile_c, procs, tmp_path: Path) -> None:
-    """Eager restore puts private anonymous pages in with UFFDIO_COPY; a task that may not
-    have a userfaultfd gets them written by process_vm_writev instead: same memory."""
+# The restore command, telling on stderr whether the UFFDIO_COPY fill of each process
+# succeeded (a silent fallback would hide a broken fill)
+RESTORE_TELLING_UFFD = """
+import sys
+import torpor.engine.restore as R
+fill = R._fill_by_uffd
+def telling(b, vmas, sources):
+    ok = fill(b, vmas, sources)
+    sys.stderr.write(f"uffd fill {'ok' if ok else 'FELL BACK'} {len(vmas)}\\n")
+    return ok
+R._fill_by_uffd = telling
+from torpor.cli.main import main
+sys.exit(main(["restore", "--image-path", sys.argv[1]]))
+"""
+
+
+@pytest.mark.parametrize("harness", ["uffd", "no-uffd"])
+def test_pages_by_uffd_or_written(compile_c, procs, tmp_path: Path, harness: str) -> None:
+    """Eager restore puts private anonymous pages in with UFFDIO_COPY (it must not fall
+    back unnoticed); a task that may not have a userfaultfd gets them written by
+    process_vm_writev instead. Same memory either way."""
     import subprocess
     import sys
 
@@ -260,11 +278,14 @@ def test_pages_written_when_userfaultfd_is_refused(compile_c, procs, tmp_path: P
     p = procs.start([compile_c("memsum"), out, "32"])
     wait_for_lines(out, 2, timeout=20)
     n = len(checkpoint_kill(procs, p.pid, tmp_path / "img", out))
-    res = subprocess.run([sys.executable, "-c", RESTORE_WITHOUT_UFFD, tmp_path / "img"],
+    code = RESTORE_TELLING_UFFD if harness == "uffd" else RESTORE_WITHOUT_UFFD
+    res = subprocess.run([sys.executable, "-c", code, tmp_path / "img"],
                          capture_output=True, text=True, timeout=60, cwd=REPO,
                          stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert res.returncode == 0, res.stderr
     procs.adopt(int(res.stdout.split()[-1]))
+    if harness == "uffd":
+        assert "uffd fill ok" in res.stderr and "FELL BACK" not in res.stderr, res.stderr
     wait_for_lines(out, n + 2, timeout=30)
     sums = {ln.split("sum=")[1] for ln in read_lines(out)}
     assert len(sums) == 1, f"the memory checksum changed across the restore: {sums}"
