@@ -521,6 +521,15 @@ def test_bad_manifest_content(img, change):
         ImageReader(img)
 
 
+@pytest.mark.parametrize("content", [b"[" * 100_000, b"{", b"\xff"])
+def test_manifest_that_is_not_json(img, content):
+    """Any bytes in manifest.json, nested past the parser's depth too: one ImageError."""
+    with open(os.path.join(img, "manifest.json"), "wb") as f:
+        f.write(content)
+    with pytest.raises(ImageError, match="manifest.json is not valid JSON"):
+        ImageReader(img)
+
+
 def test_errors_are_torpor_errors(img):
     assert issubclass(ImageError, TorporError)
 

@@ -363,14 +363,19 @@ def convert(value: object, tp: type[T]) -> T:
     return _decoder(tp)(value)
 
 
+def parse(data: bytes | str) -> object:
+    """A JSON document as dicts, lists and scalars; DecodeError if it is not JSON (invalid
+    UTF-8, or nested deeper than the parser goes, included)."""
+    try:
+        return jsonlite.loads(data)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise DecodeError(f"invalid JSON: {e}") from None
+
+
 def decode(data: bytes | str, tp: type[T]) -> T:
     """A JSON document checked and converted to type tp. DecodeError if it is not JSON,
     ValidationError if it does not fit."""
-    try:
-        value = jsonlite.loads(data)
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-        raise DecodeError(f"invalid JSON: {e}") from None
-    return convert(value, tp)
+    return convert(parse(data), tp)
 
 
 # ------------------------------------------------------------------------ encoding

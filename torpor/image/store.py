@@ -64,7 +64,6 @@ import time
 
 import xxhash
 
-from torpor import jsonlite
 from torpor.errors import AlreadyExists, ImageError
 from torpor.image import codec
 from torpor.image.manifest import (
@@ -165,12 +164,10 @@ def _hexdigest_fd(fd: int, size: int) -> str:
         except OSError:
             m = None
         if m is not None:
-            h = xxhash.xxh3_128()
             with memoryview(m) as mv:
-                for off in range(0, size, READ_CHUNK):
-                    h.update(mv[off : off + READ_CHUNK])
+                digest = _hexdigest_view(mv)
             m.close()
-            return h.hexdigest()
+            return digest
     h = xxhash.xxh3_128()
     buf = bytearray(min(READ_CHUNK, max(size, 1)))
     mv = memoryview(buf)
@@ -993,8 +990,8 @@ class ImageReader:
         finally:
             os.close(fd)
         try:
-            raw = jsonlite.loads(data)
-        except (ValueError, UnicodeDecodeError) as e:
+            raw = codec.parse(data)
+        except codec.DecodeError as e:
             raise _e(f"image {p}: {MANIFEST} is not valid JSON (damaged image): {e}") from e
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise _e(f"image {p}: {MANIFEST} is not a torpor image manifest")
