@@ -48,7 +48,7 @@ class ValidationError(ValueError):
         return self
 
     def __str__(self) -> str:
-        return f"{self.msg} - at `$${self.where}`"[: 2000].replace("$$", "$")
+        return f"{self.msg} - at `${self.where}`"[:2000]
 
 
 class DecodeError(ValueError):
@@ -91,7 +91,7 @@ class _Codec:
     exact is the field's type when a JSON value of exactly that type is taken as it is (int,
     str, bool: the common case, checked inline), else None."""
 
-    __slots__ = ("cls", "fields", "names", "required", "by_name")
+    __slots__ = ("cls", "fields", "names", "required", "by_name", "encode")
 
     def __init__(self, cls: type) -> None:
         self.cls = cls
@@ -109,6 +109,7 @@ class _Codec:
         self.names = [f[0] for f in self.fields]
         self.by_name = {f[0]: f for f in self.fields}
         self.required = sum(1 for f in self.fields if f[3] is _MISSING)
+        self.encode = _record_encoder(self)
 
 
 def _codec(cls: type) -> _Codec:
@@ -181,9 +182,6 @@ def _decoder(tp: object) -> Callable[[object], object]:
         origin, args = tp.__origin__, tp.__args__
         if origin is list:
             return _list_decoder(args[0])
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            item = _decoder(args[0])
-            return lambda v: tuple(_list_decoder_of(item, "array")(v))
         if origin is tuple:
             return _tuple_decoder(args)
         if origin is dict:
@@ -203,13 +201,13 @@ def _list_decoder(tp: object) -> Callable[[object], list]:
                 raise _expected(tp.__name__, v[i]).at(f"[{i}]")
             return v
         return check
-    return _list_decoder_of(_decoder(tp), "array")
+    return _list_decoder_of(_decoder(tp))
 
 
-def _list_decoder_of(item: Callable, what: str) -> Callable[[object], list]:
+def _list_decoder_of(item: Callable) -> Callable[[object], list]:
     def decode(v: object) -> list:
         if type(v) is not list:
-            raise _expected(what, v)
+            raise _expected("array", v)
         try:
             return [item(x) for x in v]
         except ValidationError:
@@ -386,22 +384,16 @@ def _encode_default(o: object) -> object:
     if type(o) is bytes or type(o) is bytearray or type(o) is memoryview:
         return binascii.b2a_base64(o, newline=False).decode("ascii")
     if isinstance(o, Record):
-        enc = _encoders.get(type(o))
-        if enc is None:
-            enc = _encoders[type(o)] = _record_encoder(type(o))
-        return enc(o)
-    if isinstance(o, tuple | set | frozenset):
+        return _codec(type(o)).encode(o)
+    if isinstance(o, set | frozenset):  # (the C encoder takes tuples as arrays itself)
         return list(o)
     raise TypeError(f"cannot encode a {type(o).__name__}")
 
 
-_encoders: dict[type, Callable[[object], object]] = {}
-
-
-def _record_encoder(cls: type) -> Callable[[object], object]:
-    """What a record of class cls becomes for the C encoder: a tuple of its fields
+def _record_encoder(c: _Codec) -> Callable[[object], object]:
+    """What a record of class c.cls becomes for the C encoder: a tuple of its fields
     (array_like), or a dict of them without those equal to their default (omit_defaults)."""
-    c = _codec(cls)
+    cls = c.cls
     names = tuple(c.names)
     if cls._array_like:
         def as_array(o: object) -> object:
