@@ -157,33 +157,18 @@ class Server:
 
 def _verify_in_background(image_paths: list[str], victims: list[int]):
     """A lazy restore starts before the page checksums are checked; they are checked here,
-    alongside serving. A damaged page file kills the restored tree rather than let it run
-    on wrong memory. Returns a lock held until the check is done. (_thread, not threading:
-    importing threading takes ~3 ms, during which the restored process's faults would wait.)"""
-    import _thread
+    on a thread alongside serving. A damaged page file kills the restored tree rather than
+    let it run on wrong memory."""
+    from torpor.image.store import PageCheck
 
-    from torpor.errors import ImageError
-    from torpor.image.store import ImageReader
+    def kill(_err: BaseException) -> None:
+        for pid in victims:
+            try:
+                os.kill(pid, lx.SIGKILL)
+            except OSError:
+                pass
 
-    done = _thread.allocate_lock()
-    done.acquire()
-
-    def check() -> None:
-        try:
-            for path in image_paths:  # the image and the parents an incremental one names
-                with ImageReader(path) as reader:
-                    reader.verify_pages()
-        except ImageError:
-            for pid in victims:
-                try:
-                    os.kill(pid, lx.SIGKILL)
-                except OSError:
-                    pass
-        finally:
-            done.release()
-
-    _thread.start_new_thread(check, ())
-    return done
+    return PageCheck(image_paths, on_error=kill)
 
 
 def start_server(spaces: list[Space], keep_fds: set[int], image_paths: list[str] | None = None,
@@ -219,6 +204,6 @@ def start_server(spaces: list[Space], keep_fds: set[int], image_paths: list[str]
         for fd in list(server.spaces):  # every page is in: let the kernel handle faults again
             os.close(fd)
         if verifier is not None:
-            verifier.acquire()
+            verifier.join()
     finally:
         os._exit(0)

@@ -33,7 +33,7 @@ from torpor.engine.resources import cpu, memory, process_resources, signals, tas
 from torpor.engine.resources import files as fdkinds
 from torpor.errors import AlreadyExists, ImageError, TorporError
 from torpor.image.schema import SCHEMA_VERSION, MappedFile, Process, TreeImage
-from torpor.image.store import ImageReader
+from torpor.image.store import ImageReader, PageCheck
 from torpor.records import factory, record
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms
@@ -385,7 +385,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
     when the caller exits) rather than a grandchild behind a child to wait for."""
     t0 = time.monotonic()
     reader = ImageReader(image_path)
-    checks: list[_PageCheck] = []
+    checks: list[PageCheck] = []
     built: dict[int, Built] = {}
     child = 0
     middle: _Middle | None = None
@@ -401,7 +401,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         # tree is built; waited for before the tree's state is set. A lazy restore's page
         # server checks them while the tree runs.
         if not lazy:
-            checks.append(_PageCheck([reader], {"pages": pages_view} if size else None))
+            checks.append(PageCheck([reader], {"pages": pages_view} if size else None))
         tree = reader.record("tree", TreeImage)
         if tree.schema_version > SCHEMA_VERSION:
             raise ImageError(f"image {image_path}: schema version {tree.schema_version} is "
@@ -417,7 +417,7 @@ def restore_tree(image_path: str, *, clone_flags: int = 0,
         _check_vdso(tree)
         parents = _ParentImages(tree)
         if parents.readers and not lazy:
-            checks.append(_PageCheck(parents.readers))
+            checks.append(PageCheck(parents.readers))
         plan = Plan(tree)
         opener = FileOpener(tree, pages_view, inherit_fds or {})
         pipes = _RootPipes()
@@ -625,37 +625,6 @@ def _reap_tracees(deadline: float) -> None:
             return
         if pid == 0:
             time.sleep(0.001)
-
-
-class _PageCheck:
-    """Page checksums of image readers verified on a thread of their own (xxh3 releases the
-    GIL: it runs on another CPU while the tree is built). wait() raises what it found."""
-
-    def __init__(self, readers: list[ImageReader], mapped: dict | None = None) -> None:
-        import _thread  # not threading: ~3 ms of imports
-
-        self.error: BaseException | None = None
-        self._done = _thread.allocate_lock()
-        self._done.acquire()
-        _thread.start_new_thread(self._run, (readers, mapped))
-
-    def _run(self, readers: list[ImageReader], mapped: dict | None) -> None:
-        try:
-            for r in readers:
-                r.verify_pages(mapped)
-        except BaseException as err:  # noqa: BLE001 - raised by wait() in the restorer
-            self.error = err
-        finally:
-            self._done.release()
-
-    def join(self) -> None:
-        with self._done:
-            pass
-
-    def wait(self) -> None:
-        self.join()
-        if self.error is not None:
-            raise self.error
 
 
 class _ParentImages:
