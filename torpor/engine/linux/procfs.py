@@ -85,12 +85,25 @@ def read_bracketed_areas(pid: int) -> dict[str, tuple[int, int]]:
         data = f.read()
     out: dict[str, tuple[int, int]] = {}
     for line in data.split(b"\n"):
-        if line.endswith(b"]"):
-            parts = line.split(None, 5)
-            if len(parts) == 6 and parts[5].startswith(b"["):  # a file's path starts with /
-                lo, hi = parts[0].split(b"-")
-                out[parts[5].decode()] = (int(lo, 16), int(hi, 16))
+        name = _bracketed_name(line)
+        if name:
+            out[name] = _range(line)
     return out
+
+
+def _bracketed_name(line: bytes) -> str | None:
+    """The [name] of a maps line naming its area so, else None (a file's path starts with /,
+    so a file named "x [vdso]" is not taken for one)."""
+    if line.endswith(b"]"):
+        parts = line.split(None, 5)
+        if len(parts) == 6 and parts[5].startswith(b"["):
+            return parts[5].decode()
+    return None
+
+
+def _range(line: bytes) -> tuple[int, int]:
+    lo, _, rest = line.partition(b"-")
+    return int(lo, 16), int(rest[: rest.index(b" ")], 16)
 
 
 def read_layout(pid: int) -> tuple[list[tuple[int, int]], dict[str, tuple[int, int]]]:
@@ -104,13 +117,11 @@ def read_layout(pid: int) -> tuple[list[tuple[int, int]], dict[str, tuple[int, i
     for line in data.split(b"\n"):
         if not line:
             continue
-        lo, _, rest = line.partition(b"-")
-        area = (int(lo, 16), int(rest[: rest.index(b" ")], 16))
+        area = _range(line)
         ranges.append(area)
-        if line.endswith(b"]"):
-            parts = line.split(None, 5)
-            if len(parts) == 6 and parts[5].startswith(b"["):  # a file's path starts with /
-                named[parts[5].decode()] = area
+        name = _bracketed_name(line)
+        if name:
+            named[name] = area
     return ranges, named
 
 

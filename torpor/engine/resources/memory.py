@@ -475,7 +475,7 @@ def restore_pages(t: TaskRestore, vmas: list[Vma]) -> None:
                 off = 0
                 while off < n:
                     off += os.pwrite(t.mem_fd, data[off:], r.vaddr + off)
-    _write_parallel(t.pid, runs)
+    _write_parallel(runs, lambda share: _write_runs(t.pid, share))
     _reprotect(t, t.reprotect)
 
 
@@ -501,7 +501,7 @@ def fill_by_uffd(fd: int, runs: list[tuple[int, int, int]]) -> None:
     UFFDIO_COPY: the kernel allocates each page and copies into it, where process_vm_writev
     first has a zeroed page faulted in (256 MiB here: 2796 against 2128 MiB/s a thread).
     Split between threads as restore_pages' writes are."""
-    _write_parallel(0, runs, lambda share: _copy_runs(fd, share), align=PAGE_SIZE)
+    _write_parallel(runs, lambda share: _copy_runs(fd, share), align=PAGE_SIZE)
 
 
 def _copy_runs(fd: int, runs: list[tuple[int, int, int]]) -> None:
@@ -517,14 +517,10 @@ def _copy_runs(fd: int, runs: list[tuple[int, int, int]]) -> None:
             done += got
 
 
-def _write_parallel(pid: int, runs: list[tuple[int, int, int]],
-                    write: Callable[[list[tuple[int, int, int]]], None] | None = None,
-                    align: int = 1) -> None:
-    """Runs written by `write` (default: process_vm_writev into pid), split into one
-    contiguous share per CPU (at most 4) above PARALLEL_MIN bytes, at multiples of align."""
-    if write is None:
-        def write(share: list[tuple[int, int, int]]) -> None:
-            _write_runs(pid, share)
+def _write_parallel(runs: list[tuple[int, int, int]],
+                    write: Callable[[list[tuple[int, int, int]]], None], align: int = 1) -> None:
+    """Runs [(remote, local, bytes)] put in by write(share), split into one contiguous share
+    per CPU (at most 4) above PARALLEL_MIN bytes, at multiples of align."""
     total = sum(n for _, _, n in runs)
     if not total:
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 from torpor.engine.linux import ptrace as pt
+from torpor.engine.linux.sys import SIGCHLD, SIGKILL, SIGSTOP
 from torpor.image.schema import SigAction
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~4 ms
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
     from torpor.engine.inject import Injector
 
 NSIG = 64
-SIGKILL, SIGSTOP, SIGCHLD = 9, 19, 17
 SIG_IGN = 1
 _KSIGACTION = struct.Struct("<QQQQ")  # handler, flags, restorer, mask (struct kernel_sigaction)
 _STACK_T = struct.Struct("<QiiQ")  # ss_sp, ss_flags, pad, ss_size
