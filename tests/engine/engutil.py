@@ -35,6 +35,15 @@ def assert_running_untraced(pid: int) -> None:
         assert ts["State"][0] not in ("t", "T"), f"thread {tid} is stopped ({ts['State']})"
 
 
+def flip_middle_byte(path: Path) -> None:
+    """Damage a file the way a bad disk would: one byte in its middle inverted."""
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
 def checkpoint_kill(procs: Procs, pid: int, image: Path, out: Path | None = None) -> list[str]:
     """Checkpoint PID (which kills it); check that it is gone and wrote nothing more.
     Returns OUT's lines at that point."""

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from engutil import restore_same
+from engutil import flip_middle_byte, restore_same
 from helpers import checkpoint, read_lines, wait_for_lines
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,14 +96,6 @@ def test_missing_parent_image_is_refused(procs, tmp_path: Path) -> None:
     assert not os.path.exists(f"/proc/{p.pid}")
 
 
-def _flip_a_byte(path: Path) -> None:
-    with open(path, "r+b") as f:
-        f.seek(os.path.getsize(path) // 2)
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 0xFF]))
-
-
 def test_damaged_parent_image_is_refused_or_stopped(procs, tmp_path: Path) -> None:
     """The parent's page checksums count as much as the image's own: an eager restore of an
     incremental image whose parent is damaged fails and leaves nothing; a lazy one (checked
@@ -119,7 +111,7 @@ def test_damaged_parent_image_is_refused_or_stopped(procs, tmp_path: Path) -> No
     checkpoint(p.pid, a, "--leave-running", "--track-mem")
     checkpoint(p.pid, b, "--parent-path", a)
     procs.reap(p.pid, timeout=5)
-    _flip_a_byte(a / "pages.img")
+    flip_middle_byte(a / "pages.img")
     res = torpor("restore", "--image-path", b, check=False)
     assert_clean_error(res, "restore with a damaged parent image")
     assert "checksum" in res.stderr

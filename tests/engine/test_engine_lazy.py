@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from engutil import restore_same
+from engutil import flip_middle_byte, restore_same
 from helpers import checkpoint, read_lines, torpor, wait_for_lines, wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -110,12 +110,7 @@ def test_lazy_restore_of_a_damaged_page_file_is_killed(compile_c, procs, tmp_pat
     wait_for_lines(out, 2, timeout=30)
     checkpoint(p.pid, tmp_path / "img")
     procs.reap(p.pid, timeout=5)
-    pages = tmp_path / "img" / "pages.img"
-    with open(pages, "r+b") as f:
-        f.seek(os.path.getsize(pages) // 2)
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 0xFF]))
+    flip_middle_byte(tmp_path / "img" / "pages.img")
     res = torpor("restore", "--image-path", tmp_path / "img", check=False)
     assert res.returncode != 0 and "checksum" in res.stderr
     _lazy_restore(procs, tmp_path / "img", p.pid)
