@@ -36,9 +36,14 @@ from bench.common import (
 NAME = "memory"
 
 
-def frozen_ms(ts_path, t0: float, t1: float) -> float | None:
+def _timestamps(ts_path) -> list[float]:
+    """memhog's CLOCK_MONOTONIC timestamps, in seconds."""
     data = ts_path.read_bytes()
-    ts = [x / 1e9 for x in struct.unpack(f"<{len(data) // 8}Q", data[: len(data) // 8 * 8])]
+    return [x / 1e9 for x in struct.unpack(f"<{len(data) // 8}Q", data[: len(data) // 8 * 8])]
+
+
+def frozen_ms(ts_path, t0: float, t1: float) -> float | None:
+    ts = _timestamps(ts_path)
     before = [t for t in ts if t < t0]
     inside = [t for t in ts if t0 <= t <= t1]
     after = [t for t in ts if t > t1]
@@ -51,9 +56,7 @@ def frozen_ms(ts_path, t0: float, t1: float) -> float | None:
 def runs_again_ms(ts_path, t0: float) -> float | None:
     """Time from t0 (a restore command's start) to the restored memhog's first timestamp:
     when it ran again (up to ~1 ms late: it was inside its 1 ms sleep when stopped)."""
-    data = ts_path.read_bytes()
-    ts = [x / 1e9 for x in struct.unpack(f"<{len(data) // 8}Q", data[: len(data) // 8 * 8])]
-    after = [t for t in ts if t > t0]
+    after = [t for t in _timestamps(ts_path) if t > t0]
     return (after[0] - t0) * 1000 if after else None
 
 
